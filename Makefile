@@ -1,0 +1,53 @@
+# theiaos-podman: build, test and demo. Everything runs on Debian's own python3.
+#   make check   install what the tests need, then run every test tier
+#   make demo    build the .deb, boot the lab, install it, bring the gateway up
+#   make deb     build dist/theiaos-podman_<version>_all.deb
+
+SHELL := /bin/bash
+PY := /usr/bin/python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' theiaos_pkg/__init__.py)
+DEB := dist/theiaos-podman_$(VERSION)-1_all.deb
+# Debian's packages the build, the tests and the lab need on a Debian 12 build machine.
+APT_DEPS := python3 python3-venv python3-pystemd python3-jinja2 python3-dotenv \
+	python3-dbusmock python3-pytest python3-stdeb python3-all python3-setuptools \
+	dh-python debhelper fakeroot build-essential lintian shellcheck dbus \
+	systemd-container mmdebstrap rpm curl
+PIP_DEPS := ruff==0.8.6 mypy==1.13.0
+
+.PHONY: deps check test deb demo lint clean
+deps: $(VENV)/.done
+
+$(VENV)/.done: Makefile
+	@missing=$$(dpkg-query -W -f='$${Package} $${db:Status-Status}\n' $(APT_DEPS) 2>/dev/null \
+		| awk '$$2 != "installed" {print $$1}'; for p in $(APT_DEPS); do \
+		dpkg-query -W $$p >/dev/null 2>&1 || echo $$p; done | sort -u); \
+	if [ -n "$$missing" ]; then \
+		echo "+ apt-get install $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	$(PY) -m venv --system-site-packages $(VENV)
+	$(VPY) -m pip install -q --disable-pip-version-check $(PIP_DEPS)
+	touch $@
+
+deb: $(DEB)
+
+$(DEB): deps $(shell git ls-files theiaos_pkg units debian) pyproject.toml setup.py stdeb.cfg MANIFEST.in
+	rm -rf build/deb *.egg-info && mkdir -p build/deb dist
+	PATH=/usr/bin:/bin:/usr/sbin:/sbin $(PY) setup.py --command-packages=stdeb.command \
+		sdist_dsc --dist-dir build/deb --ignore-install-requires --compat 13 \
+		bdist_deb > build/deb.log 2>&1 || { tail -40 build/deb.log; exit 1; }
+	cp build/deb/theiaos-podman_$(VERSION)-1_all.deb $@
+	@echo "built $@"
+
+check: deps $(DEB)
+	THEIAOS_DEB=$(abspath $(DEB)) $(VPY) -m pytest -ra $(PYTEST_ARGS)
+
+test: check
+
+demo: deps $(DEB)
+	$(VPY) -m tests.demo $(abspath $(DEB))
+
+clean:
+	rm -rf build dist deb_dist *.egg-info theiaos-podman-*.tar.gz

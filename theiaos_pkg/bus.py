@@ -1,0 +1,191 @@
+"""The only door to D-Bus (pystemd): logind's lingering and the user's systemd manager.
+
+Root drives the service account's manager over its private socket
+(``/run/user/UID/systemd/private``, peer to peer); root may not use the account's
+session bus. One opened connection is shared by all objects of a sequence.
+Every D-Bus error is turned into a BusError naming what failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from .errors import BusError
+
+SYSTEMD = b"org.freedesktop.systemd1"
+SYSTEMD_PATH = b"/org/freedesktop/systemd1"
+LOGIN1 = b"org.freedesktop.login1"
+LOGIN1_PATH = b"/org/freedesktop/login1"
+
+
+def systemd_running() -> bool:
+    """Whether systemd is PID 1 (false in chroots, image builds and containers without it)."""
+    return os.path.isdir("/run/systemd/system")
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@contextlib.contextmanager
+def _errors(what: str) -> Iterator[None]:
+    from pystemd.dbusexc import DBusBaseError
+
+    try:
+        yield
+    except DBusBaseError as exc:
+        raise BusError(f"{what}: {exc}") from None
+
+
+@contextlib.contextmanager
+def _open(bus: Any, what: str) -> Iterator[Any]:
+    with _errors(what):
+        bus.open()
+    try:
+        yield bus
+    finally:
+        bus.close()
+
+
+def _sdobject(dest: bytes, path: bytes, bus: Any) -> Any:
+    from pystemd.base import SDObject
+
+    obj = SDObject(dest, path, bus=bus)
+    obj.load()
+    return obj
+
+
+# --- logind ---------------------------------------------------------------------------
+
+
+def _system_bus() -> Any:
+    from pystemd.dbuslib import DBus
+
+    return DBus()
+
+
+def linger_enabled(uid: int) -> bool:
+    """logind's Linger for ``uid`` (False when logind knows no such user)."""
+    from pystemd.dbusexc import DBusBaseError
+
+    with _open(_system_bus(), "connect to the system bus") as bus:
+        with _errors("logind"):
+            login = _sdobject(LOGIN1, LOGIN1_PATH, bus)
+        try:
+            path = login.Manager.GetUser(uid)
+        except DBusBaseError as exc:
+            if b"NoSuchUser" in str(exc).encode() or "No user" in str(exc):
+                return False
+            raise BusError(f"logind GetUser({uid}): {exc}") from None
+        with _errors(f"logind user {uid}"):
+            user = _sdobject(LOGIN1, path, bus)
+            return bool(user.User.Linger)
+
+
+def enable_linger(uid: int) -> bool:
+    """Turn lingering on for ``uid`` through logind; True when it was off."""
+    if linger_enabled(uid):
+        return False
+    with _open(_system_bus(), "connect to the system bus") as bus:
+        with _errors(f"logind SetUserLinger({uid})"):
+            login = _sdobject(LOGIN1, LOGIN1_PATH, bus)
+            login.Manager.SetUserLinger(uid, True, False)
+    return True
+
+
+def private_socket(uid: int) -> str:
+    return f"/run/user/{uid}/systemd/private"
+
+
+def wait_for_user_manager(uid: int, timeout: float = 60.0) -> None:
+    """Lingering starts ``user@UID.service`` asynchronously: wait for its socket."""
+    deadline = time.monotonic() + timeout
+    path = private_socket(uid)
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise BusError(
+                f"the user manager of uid {uid} did not start within {timeout:.0f} s "
+                f"({path} is missing)",
+                f"journalctl -b -u user@{uid}.service",
+            )
+        time.sleep(0.2)
+
+
+# --- the user's systemd manager ---------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class UnitState:
+    load: str
+    active: str
+    sub: str
+    since_usec: int
+
+    @property
+    def running(self) -> bool:
+        return self.active in ("active", "reloading")
+
+
+class UserManager:
+    """A connection to one user's systemd manager; use as a context manager."""
+
+    def __init__(self, uid: int, address: str | None = None, peer_to_peer: bool = True):
+        self.uid = uid
+        self.address = address or f"unix:path={private_socket(uid)}"
+        self.peer_to_peer = peer_to_peer
+        self._bus: Any = None
+        self._manager: Any = None
+
+    def __enter__(self) -> UserManager:
+        from pystemd.dbuslib import DBusAddress
+
+        self._bus = DBusAddress(self.address.encode(), peer_to_peer=self.peer_to_peer)
+        with _errors(f"connect to the user manager of uid {self.uid} ({self.address})"):
+            self._bus.open()
+            self._manager = _sdobject(SYSTEMD, SYSTEMD_PATH, self._bus)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bus.close()
+
+    def reload(self) -> None:
+        with _errors("daemon-reload of the user manager"):
+            self._manager.Manager.Reload()
+
+    def state(self, unit: str) -> UnitState:
+        with _errors(f"state of {unit}"):
+            path = self._manager.Manager.LoadUnit(unit.encode())
+            obj = _sdobject(SYSTEMD, path, self._bus)
+            return UnitState(
+                _text(obj.Unit.LoadState),
+                _text(obj.Unit.ActiveState),
+                _text(obj.Unit.SubState),
+                int(obj.Unit.StateChangeTimestamp),
+            )
+
+    def _job(self, method: str, unit: str) -> None:
+        with _errors(f"{method} {unit}"):
+            getattr(self._manager.Manager, method)(unit.encode(), b"replace")
+
+    def start(self, unit: str) -> None:
+        self._job("StartUnit", unit)
+
+    def stop(self, unit: str) -> None:
+        self._job("StopUnit", unit)
+
+    def restart(self, unit: str) -> None:
+        self._job("RestartUnit", unit)
+
+    def wait(self, unit: str, want: tuple[str, ...], timeout: float) -> UnitState:
+        """Poll until the unit's ActiveState is one of ``want`` (or failed); the last state."""
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.state(unit)
+            if st.active in want or st.active == "failed" or time.monotonic() > deadline:
+                return st
+            time.sleep(0.25)

@@ -1,0 +1,132 @@
+"""The only door to other programs.
+
+``run()`` pins the locale, logs ``+ argv`` at debug level, turns a missing program
+into one clear error and reports a failure once, with the program's own words.
+Running a program as the service account goes through here too (``as_user``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shlex
+import subprocess
+from collections.abc import Mapping, Sequence
+
+from .errors import CommandError
+
+log = logging.getLogger("theiaos")
+
+
+@dataclasses.dataclass(frozen=True)
+class Identity:
+    """Who a program runs as: the service account, with its home and runtime dir."""
+
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+    @property
+    def runtime_dir(self) -> str:
+        return f"/run/user/{self.uid}"
+
+    def environ(self) -> dict[str, str]:
+        env = {
+            "HOME": self.home,
+            "USER": self.name,
+            "LOGNAME": self.name,
+            "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin",
+            "LANG": "C.UTF-8",
+        }
+        if os.path.isdir(self.runtime_dir):
+            env["XDG_RUNTIME_DIR"] = self.runtime_dir
+            bus = f"{self.runtime_dir}/bus"
+            if os.path.exists(bus):
+                env["DBUS_SESSION_BUS_ADDRESS"] = f"unix:path={bus}"
+        return env
+
+
+def _environ(as_user: Identity | None, extra: Mapping[str, str] | None) -> dict[str, str]:
+    if as_user is not None:
+        env = as_user.environ()
+    else:
+        env = dict(os.environ)
+        env["LANG"] = env["LC_ALL"] = "C.UTF-8"
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    as_user: Identity | None = None,
+    check: bool = True,
+    capture: bool = True,
+    input: str | bytes | None = None,
+    stdin: int | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = 300,
+    cwd: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv``; with ``check`` a non-zero exit raises CommandError with its stderr."""
+    log.debug("+ %s%s", f"[{as_user.name}] " if as_user else "", shlex.join(argv))
+    kwargs: dict[str, object] = {}
+    if as_user is not None:
+        kwargs.update(user=as_user.uid, group=as_user.gid, extra_groups=[])
+        cwd = cwd or as_user.home
+    binary = isinstance(input, bytes)
+    try:
+        proc = subprocess.run(
+            list(argv),
+            input=input,
+            stdin=stdin,
+            stdout=subprocess.PIPE if capture else None,
+            stderr=subprocess.PIPE if capture else None,
+            text=not binary,
+            env=_environ(as_user, env),
+            timeout=timeout,
+            cwd=cwd,
+            check=False,
+            **kwargs,  # type: ignore[arg-type]
+        )
+    except FileNotFoundError:
+        raise CommandError(f"{argv[0]}: command not found") from None
+    except subprocess.TimeoutExpired:
+        raise CommandError(f"{shlex.join(argv)}: no result after {timeout:.0f} s") from None
+    if binary:
+        proc = subprocess.CompletedProcess(
+            proc.args, proc.returncode,
+            proc.stdout.decode("utf-8", "replace") if proc.stdout is not None else None,
+            proc.stderr.decode("utf-8", "replace") if proc.stderr is not None else None,
+        )
+    if check and proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout or "").strip().splitlines()
+        why = detail[-1] if detail else f"exit status {proc.returncode}"
+        raise CommandError(f"{shlex.join(argv)} failed: {why}")
+    return proc
+
+
+def stream(
+    argv: Sequence[str],
+    *,
+    as_user: Identity | None = None,
+    stdin: int | None = None,
+    env: Mapping[str, str] | None = None,
+) -> int:
+    """Run ``argv`` with the terminal attached (output streams through); its exit status."""
+    log.debug("+ %s%s", f"[{as_user.name}] " if as_user else "", shlex.join(argv))
+    kwargs: dict[str, object] = {}
+    cwd = None
+    if as_user is not None:
+        kwargs.update(user=as_user.uid, group=as_user.gid, extra_groups=[])
+        cwd = as_user.home
+    try:
+        return subprocess.run(
+            list(argv), stdin=stdin, env=_environ(as_user, env), cwd=cwd, check=False,
+            **kwargs,  # type: ignore[arg-type]
+        ).returncode
+    except FileNotFoundError:
+        raise CommandError(f"{argv[0]}: command not found") from None

@@ -1,0 +1,249 @@
+"""The one table of settings.
+
+Every setting is declared once here: attribute, environment variable, default,
+parser and help. Setup, the Quadlet template, ``launch`` and ``theiaosctl`` all read
+the same frozen :class:`Settings`, so they cannot drift apart.
+
+Sources, later wins: the defaults, the admin file ``/etc/theiaos/podman.env``
+(parsed with python-dotenv, never executed), the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+from .errors import SettingError
+
+ADMIN_FILE = Path("/etc/theiaos/podman.env")
+
+#: Ports the gateway listens on inside the container (fixed by the image).
+CONTAINER_GATEWAY_PORT = 18789
+CONTAINER_BRIDGE_PORT = 18790
+#: Where the image expects its state (the image user's home is /home/node).
+CONTAINER_HOME = "/home/node"
+CONTAINER_CONFIG_DIR = f"{CONTAINER_HOME}/.theiaos"
+CONTAINER_WORKSPACE_DIR = f"{CONTAINER_CONFIG_DIR}/workspace"
+#: The systemd user unit Quadlet generates from ``theiaos.container``.
+QUADLET_FILE = "theiaos.container"
+UNIT = "theiaos.service"
+TOKEN_KEY = "THEIAOS_GATEWAY_TOKEN"
+
+_USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,30}")
+_CONTAINER_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
+_IMAGE_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._/:@-]*")
+BINDS = ("lan", "loopback", "auto", "tailnet")
+
+
+def _user(value: str) -> str:
+    if not _USER_RE.fullmatch(value):
+        raise ValueError("not a valid user name (lower case letters, digits, '_' and '-')")
+    return value
+
+
+def _path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError("not an absolute path")
+    if any(ord(c) < 32 or c in "%\\" for c in value) or any(c.isspace() for c in value):
+        raise ValueError("contains white space, '%', '\\' or control characters")
+    norm = os.path.normpath(value)
+    if norm == "/":
+        raise ValueError("must not be /")
+    return norm
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise ValueError("not a port number (1-65535)")
+    return int(value)
+
+
+def _container(value: str) -> str:
+    if not _CONTAINER_RE.fullmatch(value):
+        raise ValueError("not a valid container name (letters, digits, '_', '.', '-')")
+    return value
+
+
+def _image(value: str) -> str:
+    if not _IMAGE_RE.fullmatch(value) or len(value) > 255:
+        raise ValueError("not a valid image reference")
+    return value
+
+
+def _address(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError("not an IP address") from None
+
+
+def _bind(value: str) -> str:
+    if value not in BINDS:
+        raise ValueError(f"must be one of: {', '.join(BINDS)}")
+    return value
+
+
+def _flag(value: str) -> bool:
+    low = value.strip().lower()
+    if low in ("1", "yes", "true", "on"):
+        return True
+    if low in ("0", "no", "false", "off"):
+        return False
+    raise ValueError("must be 1 or 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    attr: str
+    env: str
+    default: Callable[[Mapping[str, Any]], str]
+    parse: Callable[[str], Any]
+    help: str
+
+
+def _const(value: str) -> Callable[[Mapping[str, Any]], str]:
+    return lambda _done: value
+
+
+TABLE: tuple[Setting, ...] = (
+    Setting("user", "THEIAOS_PODMAN_USER", _const("theiaos"), _user,
+            "service account that owns and runs the gateway"),
+    Setting("home", "THEIAOS_PODMAN_HOME", lambda d: f"/home/{d['user']}", _path,
+            "home directory of the service account"),
+    Setting("config_dir", "THEIAOS_CONFIG_DIR", lambda d: f"{d['home']}/.theiaos", _path,
+            "host directory with .env and theiaos.json (mounted as the gateway's state)"),
+    Setting("workspace_dir", "THEIAOS_WORKSPACE_DIR",
+            lambda d: f"{d['config_dir']}/workspace", _path,
+            "host directory mounted as the gateway's workspace"),
+    Setting("image", "THEIAOS_PODMAN_IMAGE", _const("localhost/theiaos:local"), _image,
+            "container image of the gateway, in the service account's store"),
+    Setting("container_name", "THEIAOS_PODMAN_CONTAINER", _const("theiaos"), _container,
+            "name of the gateway container"),
+    Setting("gateway_port", "THEIAOS_PODMAN_GATEWAY_HOST_PORT", _const("18789"), _port,
+            "host port published for the gateway (HTTP, WebSocket, Control UI)"),
+    Setting("bridge_port", "THEIAOS_PODMAN_BRIDGE_HOST_PORT", _const("18790"), _port,
+            "host port published for the legacy bridge"),
+    Setting("publish_address", "THEIAOS_PODMAN_PUBLISH_ADDRESS", _const("127.0.0.1"),
+            _address, "host address the ports are published on"),
+    Setting("gateway_bind", "THEIAOS_GATEWAY_BIND", _const("lan"), _bind,
+            "bind mode of the gateway inside the container (keep 'lan': 'loopback' "
+            "is unreachable through published ports)"),
+    Setting("quadlet", "THEIAOS_PODMAN_QUADLET", _const("1"), _flag,
+            "1: run the gateway as a systemd user service (Quadlet); 0: manual mode"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    user: str
+    home: str
+    config_dir: str
+    workspace_dir: str
+    image: str
+    container_name: str
+    gateway_port: int
+    bridge_port: int
+    publish_address: str
+    gateway_bind: str
+    quadlet: bool
+
+    @property
+    def env_file(self) -> str:
+        return f"{self.config_dir}/.env"
+
+    @property
+    def config_file(self) -> str:
+        return f"{self.config_dir}/theiaos.json"
+
+    @property
+    def quadlet_dir(self) -> str:
+        return f"{self.home}/.config/containers/systemd"
+
+    @property
+    def quadlet_path(self) -> str:
+        return f"{self.quadlet_dir}/{QUADLET_FILE}"
+
+    @property
+    def url(self) -> str:
+        host = self.publish_address
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.gateway_port}/"
+
+
+def read_admin_file(path: Path = ADMIN_FILE) -> dict[str, str]:
+    """The admin file's assignments (parsed, never executed); {} when it is absent."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingError(f"{path}: cannot read: {exc}") from None
+    values = dotenv_values(stream=io.StringIO(text), interpolate=False)
+    known = {s.env for s in TABLE}
+    out: dict[str, str] = {}
+    for key, value in values.items():
+        if key not in known:
+            raise SettingError(
+                f"{path}: unknown setting {key}",
+                f"remove it or use one of: {', '.join(sorted(known))}",
+            )
+        out[key] = "" if value is None else value
+    return out
+
+
+def load(
+    environ: Mapping[str, str] | None = None,
+    admin: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str] | None = None,
+) -> Settings:
+    """Resolve every setting: defaults < admin file < environment < overrides (CLI)."""
+    environ = os.environ if environ is None else environ
+    admin = read_admin_file() if admin is None else admin
+    overrides = overrides or {}
+    done: dict[str, Any] = {}
+    for s in TABLE:
+        if s.env in overrides:
+            raw, origin = overrides[s.env], "command line"
+        elif environ.get(s.env):
+            raw, origin = environ[s.env], "environment"
+        elif admin.get(s.env):
+            raw, origin = admin[s.env], str(ADMIN_FILE)
+        else:
+            raw, origin = s.default(done), "default"
+        try:
+            done[s.attr] = s.parse(raw.strip())
+        except ValueError as exc:
+            raise SettingError(
+                f"{s.env}={raw!r} ({origin}): {exc}",
+                f"correct or remove {s.env} in {ADMIN_FILE} or the environment",
+            ) from None
+    settings = Settings(**done)
+    if settings.gateway_port == settings.bridge_port:
+        raise SettingError(
+            f"THEIAOS_PODMAN_GATEWAY_HOST_PORT and THEIAOS_PODMAN_BRIDGE_HOST_PORT "
+            f"are both {settings.gateway_port}",
+            "give them different values",
+        )
+    return settings
+
+
+def env_file_template() -> str:
+    """The admin file's documented skeleton: every setting commented with its default."""
+    lines = ["# theiaos-podman settings. Uncomment and change; the environment wins.", ""]
+    done: dict[str, Any] = {}
+    for s in TABLE:
+        default = s.default(done)
+        done[s.attr] = s.parse(default)
+        lines += [f"# {s.help}", f"#{s.env}={default}", ""]
+    return "\n".join(lines)

@@ -1,0 +1,154 @@
+"""Subordinate uid/gid ranges for the service account.
+
+The allocator is pure: it reads the text of /etc/subuid and /etc/subgid and the
+bounds of /etc/login.defs and returns what to add. ``ensure`` applies it under
+shadow's locks, re-reading both files inside the lock so that nobody's range is
+overlapped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from . import files, logindefs
+from .errors import SubidError
+from .files import Perm
+
+COUNT = 65536
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    owner: str
+    start: int
+    count: int
+
+    @property
+    def end(self) -> int:
+        """One past the last id."""
+        return self.start + self.count
+
+    def overlaps(self, other: Range) -> bool:
+        return self.start < other.end and other.start < self.end
+
+    def line(self) -> str:
+        return f"{self.owner}:{self.start}:{self.count}\n"
+
+
+def parse(text: str) -> list[Range]:
+    """The ranges of a subuid/subgid file; comments and malformed lines are skipped."""
+    out = []
+    for line in text.splitlines():
+        fields = line.strip().split(":")
+        if len(fields) != 3 or line.lstrip().startswith("#"):
+            continue
+        owner, start, count = fields
+        if start.isdigit() and count.isdigit() and int(count) > 0:
+            out.append(Range(owner, int(start), int(count)))
+    return out
+
+
+def _usable(mine: list[Range], others: list[Range]) -> bool:
+    return sum(r.count for r in mine) >= COUNT and not any(
+        m.overlaps(o) for m in mine for o in others
+    )
+
+
+def _free(start: int, taken: list[Range]) -> bool:
+    probe = Range("", start, COUNT)
+    return not any(probe.overlaps(r) for r in taken)
+
+
+def _first_free(taken: list[Range], lo: int, hi: int) -> int | None:
+    candidate = lo
+    for r in sorted(taken, key=lambda r: r.start):
+        if r.end <= candidate:
+            continue
+        if candidate + COUNT <= r.start:
+            break
+        candidate = r.end
+    return candidate if candidate + COUNT - 1 <= hi else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What to write: the new text of each file, or None where it stays as it is."""
+
+    subuid: str | None
+    subgid: str | None
+    range: Range
+
+
+def plan(names: tuple[str, ...], uid_text: str, gid_text: str,
+         defs: logindefs.LoginDefs) -> Plan:
+    """Keep a usable range (>= 65536 ids, overlapping nobody's); else add one free in both.
+
+    ``names`` are how the account may be written: its name, and its uid as text.
+    The new range is written by name (numeric owners break Podman 4).
+    """
+    name = names[0]
+    uids, gids = parse(uid_text), parse(gid_text)
+    mine_u = [r for r in uids if r.owner in names]
+    mine_g = [r for r in gids if r.owner in names]
+    others_u = [r for r in uids if r.owner not in names]
+    others_g = [r for r in gids if r.owner not in names]
+    ok_u, ok_g = _usable(mine_u, others_u), _usable(mine_g, others_g)
+    if ok_u and ok_g:
+        return Plan(None, None, mine_u[0])
+    lo = max(defs.sub_uid_min, defs.sub_gid_min)
+    hi = min(defs.sub_uid_max, defs.sub_gid_max)
+    start: int | None = None
+    # A range kept in one file is reused in the other when it is free there.
+    if ok_u != ok_g:
+        kept, taken = (mine_u, others_g) if ok_u else (mine_g, others_u)
+        r = kept[0]
+        if len(kept) == 1 and r.count == COUNT and lo <= r.start and r.end - 1 <= hi \
+                and _free(r.start, taken):
+            start = r.start
+    if start is None:
+        taken = others_u + others_g + (mine_u if ok_u else []) + (mine_g if ok_g else [])
+        start = _first_free(taken, lo, hi)
+    if start is None:
+        raise SubidError(
+            f"no free range of {COUNT} subordinate ids between {lo} and {hi} "
+            "in both /etc/subuid and /etc/subgid",
+            "raise SUB_UID_MAX/SUB_GID_MAX in /etc/login.defs or free a range",
+        )
+    new = Range(name, start, COUNT)
+    return Plan(
+        None if ok_u else _rewrite(uid_text, names, new),
+        None if ok_g else _rewrite(gid_text, names, new),
+        new,
+    )
+
+
+def _rewrite(text: str, names: tuple[str, ...], new: Range) -> str:
+    """``text`` without the account's unusable lines, plus ``new``."""
+    kept = [
+        line for line in text.splitlines(keepends=True)
+        if line.strip().split(":")[0] not in names or line.lstrip().startswith("#")
+    ]
+    body = "".join(kept)
+    if body and not body.endswith("\n"):
+        body += "\n"
+    return body + new.line()
+
+
+ROOT_FILE = Perm(0, 0, 0o644)
+
+
+def ensure(etc: str, name: str, uid: int) -> tuple[bool, Range]:
+    """Give ``name`` a usable subuid and subgid range; (changed, the range)."""
+    defs = logindefs.load(etc)
+    with files.shadow_lock(etc, ("subuid", "subgid")):
+        texts = {}
+        for f in ("subuid", "subgid"):
+            raw = files.read_bytes(f"{etc}/{f}")
+            texts[f] = raw.decode("utf-8") if raw is not None else ""
+        p = plan((name, str(uid)), texts["subuid"], texts["subgid"], defs)
+        for f, new in (("subuid", p.subuid), ("subgid", p.subgid)):
+            if new is None:
+                continue
+            files.write_bytes(f"{etc}/{f}-", texts[f].encode(), ROOT_FILE)
+            files.write_bytes(f"{etc}/{f}", new.encode(), ROOT_FILE)
+    return (p.subuid is not None or p.subgid is not None), p.range
