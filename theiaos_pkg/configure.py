@@ -48,7 +48,8 @@ def _state(changed: bool) -> str:
     return "changed" if changed else "unchanged"
 
 
-def prepare(s: Settings, etc: str, out: Outcome, report: Report) -> Account:
+def prepare(s: Settings, etc: str, out: Outcome, report: Report,
+            features: podman.Features) -> Account:
     """Account, subids, gateway config and Quadlet: everything that is files."""
 
     def add(step: Step) -> None:
@@ -63,12 +64,11 @@ def prepare(s: Settings, etc: str, out: Outcome, report: Report) -> Account:
         run(["podman", "system", "migrate"], as_user=acct.identity())
     paths = gateway.ensure(s, acct.uid, acct.gid)
     add(Step("gateway-config", _state(bool(paths)), ", ".join(paths)))
-    add(write_quadlet(s, acct))
+    add(write_quadlet(s, acct, features))
     return acct
 
 
-def write_quadlet(s: Settings, acct: Account) -> Step:
-    features = podman.detect()
+def write_quadlet(s: Settings, acct: Account, features: podman.Features) -> Step:
     if not features.quadlet:
         raise TheiaosError(
             f"Podman {features.label()} has no Quadlet (needs 4.4 or later)",
@@ -140,7 +140,7 @@ def activate(s: Settings, acct: Account, out: Outcome, report: Report) -> None:
 
 def configure(s: Settings, etc: str = "/etc", report: Report = print) -> Outcome:
     out = Outcome()
-    acct = prepare(s, etc, out, report)
+    acct = prepare(s, etc, out, report, podman.detect())
     activate(s, acct, out, report)
     if out.healthy:
         report(f"Setup complete: the gateway answers at {s.url} "

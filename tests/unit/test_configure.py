@@ -1,0 +1,70 @@
+"""Every file step twice: the second run changes nothing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from theiaos_pkg import configure, quadlet, settings
+from theiaos_pkg.podman import Features
+
+from ..conftest import needs_root, needs_useradd
+
+pytestmark = [needs_root, needs_useradd]
+PODMAN = Features((5, 4, 2))
+
+
+def _prepare(s: settings.Settings, etc: Path) -> configure.Outcome:
+    out = configure.Outcome()
+    configure.prepare(s, str(etc), out, lambda _line: None, PODMAN)
+    return out
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int, int, bytes]]:
+    state = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        if p.is_dir():  # shadow's lock files come and go in /etc: dir mtimes move
+            state[str(p)] = (st.st_uid, st.st_mode, 0, b"")
+        else:
+            state[str(p)] = (st.st_uid, st.st_mode, st.st_mtime_ns, p.read_bytes())
+    return state
+
+
+def test_prepare_twice_changes_nothing(etc: Path, conf: settings.Settings) -> None:
+    first = _prepare(conf, etc)
+    assert [(s.name, s.state) for s in first.steps] == [
+        ("account", "created"), ("subids", "changed"), ("gateway-config", "changed"),
+        ("quadlet", "changed")]
+    before = _tree(etc.parent)
+    second = _prepare(conf, etc)
+    assert {s.state for s in second.steps} == {"unchanged"}
+    assert _tree(etc.parent) == before
+
+
+def test_quadlet_owned_by_the_account(etc: Path, conf: settings.Settings) -> None:
+    _prepare(conf, etc)
+    uid = int([ln for ln in (etc / "passwd").read_text().splitlines()
+               if ln.startswith("theiaos:")][0].split(":")[2])
+    for p in (conf.quadlet_path, conf.quadlet_dir, os.path.dirname(conf.quadlet_dir)):
+        assert os.stat(p).st_uid == uid, p
+    assert Path(conf.quadlet_path).read_text() == quadlet.render(conf, PODMAN)
+
+
+def test_changed_setting_rewrites_quadlet(etc: Path, conf: settings.Settings) -> None:
+    _prepare(conf, etc)
+    moved = settings.load(environ={"THEIAOS_PODMAN_HOME": conf.home,
+                                   "THEIAOS_PODMAN_GATEWAY_HOST_PORT": "28789"}, admin={})
+    out = _prepare(moved, etc)
+    assert out.changed("quadlet") and out.changed("gateway-config")
+    assert "PublishPort=127.0.0.1:28789:18789" in Path(conf.quadlet_path).read_text()
+
+
+def test_admin_edited_quadlet_is_kept(etc: Path, conf: settings.Settings) -> None:
+    _prepare(conf, etc)
+    path = Path(conf.quadlet_path)
+    edited = path.read_text().replace("RestartSec=5", "RestartSec=9")
+    path.write_text(edited)
+    out = _prepare(conf, etc)
+    assert [s.state for s in out.steps if s.name == "quadlet"] == ["kept"]
+    assert path.read_text() == edited

@@ -1,0 +1,79 @@
+"""Rendered Quadlet files per Podman version, against reviewed expected files.
+
+Regenerate after an intended template change with
+``THEIAOS_REGEN=1 make check PYTEST_ARGS=tests/unit/test_quadlet.py`` and review the diff.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from theiaos_pkg import quadlet, settings
+from theiaos_pkg.podman import Features, parse_version
+
+EXPECTED = Path(__file__).parent / "expected"
+VERSIONS = {"4.4": (4, 4, 2), "4.5": (4, 5, 0), "4.9": (4, 9, 3), "5.4": (5, 4, 2)}
+CUSTOM = {
+    "THEIAOS_PODMAN_GATEWAY_HOST_PORT": "28789",
+    "THEIAOS_PODMAN_BRIDGE_HOST_PORT": "28790",
+    "THEIAOS_CONFIG_DIR": "/srv/theiaos/config",
+    "THEIAOS_WORKSPACE_DIR": "/srv/theiaos/work",
+    "THEIAOS_PODMAN_IMAGE": "ghcr.io/theia-black/theiaos:2026.11",
+    "THEIAOS_PODMAN_PUBLISH_ADDRESS": "::1",
+}
+
+
+def variants() -> dict[str, str]:
+    out = {}
+    for label, version in VERSIONS.items():
+        s = settings.load(environ={}, admin={})
+        out[f"podman-{label}.container"] = quadlet.render(s, Features(version))
+    custom = settings.load(environ=CUSTOM, admin={})
+    out["custom-5.4.container"] = quadlet.render(custom, Features(VERSIONS["5.4"]))
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(variants()))
+def test_render_matches_expected(name: str) -> None:
+    text = variants()[name]
+    path = EXPECTED / name
+    if os.environ.get("THEIAOS_REGEN"):
+        path.write_text(text)
+    assert text == path.read_text()
+
+
+def test_version_gates() -> None:
+    v = variants()
+    assert "RemapUsers=keep-id" in v["podman-4.4.container"]
+    assert "UserNS" not in v["podman-4.4.container"]
+    assert "HealthCmd" not in v["podman-4.4.container"]
+    assert "Pull=" not in v["podman-4.5.container"]
+    assert "UserNS=keep-id\nUser=%U:%G\n" in v["podman-5.4.container"]
+    assert "Pull=never" in v["podman-4.9.container"]
+    assert "Pull=" not in v["custom-5.4.container"]  # a registry image may be pulled
+    assert "PublishPort=[::1]:28789:18789" in v["custom-5.4.container"]
+
+
+def test_admin_edit_is_recognised() -> None:
+    text = variants()["podman-5.4.container"]
+    assert not quadlet.edited_by_admin(text)
+    assert quadlet.edited_by_admin(text.replace("18789:18789", "8080:18789"))
+    assert quadlet.edited_by_admin("[Container]\nImage=x\n")
+
+
+def test_percent_is_escaped_and_newlines_refused() -> None:
+    assert quadlet.escape("a%b") == "a%%b"
+    with pytest.raises(ValueError):
+        quadlet.escape("a\nb")
+
+
+@pytest.mark.parametrize(("text", "version"), [
+    ("podman version 5.4.2\n", (5, 4, 2)),
+    ("podman version 4.9.3-dev", (4, 9, 3)),
+    ("podman version 4.4", (4, 4, 0)),
+])
+def test_parse_version(text: str, version: tuple[int, int, int]) -> None:
+    assert parse_version(text) == version
