@@ -39,7 +39,15 @@ def _errors(what: str) -> Iterator[None]:
     try:
         yield
     except DBusBaseError as exc:
-        raise BusError(f"{what}: {exc}") from None
+        raise BusError(f"{what}: {_describe(exc)}") from None
+
+
+def _describe(exc: Exception) -> str:
+    """pystemd's error as one line: the D-Bus message and error name when it has them."""
+    name, message = getattr(exc, "err_name", None), getattr(exc, "err_message", None)
+    if name and message:
+        return f"{_text(message)} ({_text(name)})"
+    return str(exc).splitlines()[0]
 
 
 @contextlib.contextmanager
@@ -79,9 +87,9 @@ def linger_enabled(uid: int) -> bool:
         try:
             path = login.Manager.GetUser(uid)
         except DBusBaseError as exc:
-            if b"NoSuchUser" in str(exc).encode() or "No user" in str(exc):
+            if getattr(exc, "err_name", None) == b"org.freedesktop.login1.NoSuchUser":
                 return False
-            raise BusError(f"logind GetUser({uid}): {exc}") from None
+            raise BusError(f"logind GetUser({uid}): {_describe(exc)}") from None
         with _errors(f"logind user {uid}"):
             user = _sdobject(LOGIN1, path, bus)
             return bool(user.User.Linger)
