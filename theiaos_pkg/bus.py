@@ -99,10 +99,10 @@ def enable_linger(uid: int) -> bool:
     """Turn lingering on for ``uid`` through logind; True when it was off."""
     if linger_enabled(uid):
         return False
-    with _open(_system_bus(), "connect to the system bus") as bus:
-        with _errors(f"logind SetUserLinger({uid})"):
-            login = _sdobject(LOGIN1, LOGIN1_PATH, bus)
-            login.Manager.SetUserLinger(uid, True, False)
+    with _open(_system_bus(), "connect to the system bus") as bus, \
+            _errors(f"logind SetUserLinger({uid})"):
+        login = _sdobject(LOGIN1, LOGIN1_PATH, bus)
+        login.Manager.SetUserLinger(uid, True, False)
     return True
 
 

@@ -59,49 +59,44 @@ def _environ(as_user: Identity | None, extra: Mapping[str, str] | None) -> dict[
     return env
 
 
+def _ids(as_user: Identity | None) -> tuple[int | None, int | None, list[int] | None]:
+    if as_user is None:
+        return None, None, None
+    return as_user.uid, as_user.gid, []
+
+
 def run(
     argv: Sequence[str],
     *,
     as_user: Identity | None = None,
     check: bool = True,
     capture: bool = True,
-    input: str | bytes | None = None,
-    stdin: int | None = None,
+    input: str | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float | None = 300,
-    cwd: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``argv``; with ``check`` a non-zero exit raises CommandError with its stderr."""
     log.debug("+ %s%s", f"[{as_user.name}] " if as_user else "", shlex.join(argv))
-    kwargs: dict[str, object] = {}
-    if as_user is not None:
-        kwargs.update(user=as_user.uid, group=as_user.gid, extra_groups=[])
-        cwd = cwd or as_user.home
-    binary = isinstance(input, bytes)
+    user, group, groups = _ids(as_user)
     try:
         proc = subprocess.run(
             list(argv),
             input=input,
-            stdin=stdin,
             stdout=subprocess.PIPE if capture else None,
             stderr=subprocess.PIPE if capture else None,
-            text=not binary,
+            text=True,
             env=_environ(as_user, env),
             timeout=timeout,
-            cwd=cwd,
+            cwd=as_user.home if as_user else None,
             check=False,
-            **kwargs,  # type: ignore[arg-type]
+            user=user,
+            group=group,
+            extra_groups=groups,
         )
     except FileNotFoundError:
         raise CommandError(f"{argv[0]}: command not found") from None
     except subprocess.TimeoutExpired:
         raise CommandError(f"{shlex.join(argv)}: no result after {timeout:.0f} s") from None
-    if binary:
-        proc = subprocess.CompletedProcess(
-            proc.args, proc.returncode,
-            proc.stdout.decode("utf-8", "replace") if proc.stdout is not None else None,
-            proc.stderr.decode("utf-8", "replace") if proc.stderr is not None else None,
-        )
     if check and proc.returncode != 0:
         detail = (proc.stderr or proc.stdout or "").strip().splitlines()
         why = detail[-1] if detail else f"exit status {proc.returncode}"
@@ -118,15 +113,13 @@ def stream(
 ) -> int:
     """Run ``argv`` with the terminal attached (output streams through); its exit status."""
     log.debug("+ %s%s", f"[{as_user.name}] " if as_user else "", shlex.join(argv))
-    kwargs: dict[str, object] = {}
-    cwd = None
-    if as_user is not None:
-        kwargs.update(user=as_user.uid, group=as_user.gid, extra_groups=[])
-        cwd = as_user.home
+    user, group, groups = _ids(as_user)
     try:
-        return subprocess.run(
-            list(argv), stdin=stdin, env=_environ(as_user, env), cwd=cwd, check=False,
-            **kwargs,  # type: ignore[arg-type]
-        ).returncode
+        proc = subprocess.run(
+            list(argv), stdin=stdin, env=_environ(as_user, env),
+            cwd=as_user.home if as_user else None, check=False,
+            user=user, group=group, extra_groups=groups,
+        )
     except FileNotFoundError:
         raise CommandError(f"{argv[0]}: command not found") from None
+    return proc.returncode

@@ -18,14 +18,14 @@ from theiaos_pkg.errors import BusError  # noqa: E402
 UID = 990
 USER_PATH = f"/org/freedesktop/login1/user/_{UID}"
 
-SET_LINGER = f"""
+SET_LINGER = """
 path = '/org/freedesktop/login1/user/_%d' % args[0]
 if path not in objects:
     self.AddObject(path, 'org.freedesktop.login1.User',
-                   {{'UID': dbus.UInt32(args[0]), 'Linger': dbus.Boolean(args[1])}}, [])
+                   {'UID': dbus.UInt32(args[0]), 'Linger': dbus.Boolean(args[1])}, [])
 else:
     objects[path].UpdateProperties('org.freedesktop.login1.User',
-                                   {{'Linger': dbus.Boolean(args[1])}})
+                                   {'Linger': dbus.Boolean(args[1])})
 self.calls = getattr(self, 'calls', 0) + 1
 """
 GET_USER = """

@@ -42,7 +42,8 @@ def test_admin_file_is_parsed_not_executed(tmp_path: Path) -> None:
 
 
 def test_sources_later_wins() -> None:
-    admin = {"THEIAOS_PODMAN_GATEWAY_HOST_PORT": "28789", "THEIAOS_PODMAN_BRIDGE_HOST_PORT": "28790"}
+    admin = {"THEIAOS_PODMAN_GATEWAY_HOST_PORT": "28789",
+             "THEIAOS_PODMAN_BRIDGE_HOST_PORT": "28790"}
     s = settings.load(environ={"THEIAOS_PODMAN_GATEWAY_HOST_PORT": "38789"}, admin=admin)
     assert (s.gateway_port, s.bridge_port) == (38789, 28790)
     s = settings.load(environ={"THEIAOS_PODMAN_GATEWAY_HOST_PORT": "38789"}, admin=admin,

@@ -1,0 +1,53 @@
+"""Every rendered Quadlet variant through the real generator (Debian 13's quadlet)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ..unit.test_quadlet import variants
+
+pytestmark = pytest.mark.generator
+
+
+@pytest.fixture(scope="module")
+def quadlet_bin() -> str:
+    if os.geteuid() != 0:
+        pytest.skip("building the lab root file system (for its quadlet binary) needs root")
+    from ..lab import ensure_rootfs
+
+    path = ensure_rootfs() / "usr/libexec/podman/quadlet"
+    assert path.is_file(), f"{path} missing: is podman in the lab's package list?"
+    return str(path)
+
+
+def dryrun(quadlet_bin: str, tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "theiaos.container").write_text(text)
+    env = dict(os.environ, QUADLET_UNIT_DIRS=str(tmp_path))
+    return subprocess.run([quadlet_bin, "-dryrun", "-user"], env=env, text=True,
+                          capture_output=True, check=False, timeout=60)
+
+
+@pytest.mark.parametrize("name", sorted(variants()))
+def test_variant_is_accepted(quadlet_bin: str, tmp_path: Path, name: str) -> None:
+    proc = dryrun(quadlet_bin, tmp_path, variants()[name])
+    assert proc.returncode == 0, proc.stderr
+    assert "---theiaos.service---" in proc.stdout
+    start = next(ln for ln in proc.stdout.splitlines() if ln.startswith("ExecStart="))
+    assert "--user %U:%G --userns keep-id" in start
+    assert "--env-file " in start and "THEIAOS_GATEWAY_TOKEN" not in start
+    assert ":/home/node/.theiaos:Z" in start
+    assert "WantedBy=default.target" in proc.stdout
+    if "4.4" not in name:
+        assert "--health-on-failure kill" in start
+
+
+def test_generator_rejects_an_unknown_key(quadlet_bin: str, tmp_path: Path) -> None:
+    text = variants()["podman-5.4.container"].replace("[Container]\n",
+                                                      "[Container]\nNoSuchKey=1\n")
+    proc = dryrun(quadlet_bin, tmp_path, text)
+    assert proc.returncode != 0
+    assert "unsupported key 'NoSuchKey'" in proc.stderr

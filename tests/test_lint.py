@@ -1,0 +1,52 @@
+"""Linters as tests: ruff, mypy (strict), shellcheck, lintian on the built .deb."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TOP = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def _tool(name: str) -> str:
+    for candidate in (BIN / name, shutil.which(name)):
+        if candidate and Path(candidate).exists():
+            return str(candidate)
+    pytest.fail(f"{name} is not installed: run `make deps`")
+
+
+def _run(*argv: str) -> None:
+    proc = subprocess.run(argv, cwd=TOP, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, f"{' '.join(argv)}\n{proc.stdout}{proc.stderr}"
+
+
+def test_ruff() -> None:
+    _run(_tool("ruff"), "check", "theiaos_pkg", "tests")
+
+
+def test_mypy_strict() -> None:
+    _run(_tool("mypy"))
+
+
+def test_shellcheck_maintainer_scripts() -> None:
+    scripts = sorted(str(p) for p in (TOP / "debian").glob("theiaos-podman.*")
+                     if p.read_text().startswith("#!/bin/sh"))
+    assert scripts
+    _run(_tool("shellcheck"), *scripts)
+
+
+def test_lintian_reports_no_errors() -> None:
+    deb = os.environ.get("THEIAOS_DEB")
+    if not deb:
+        pytest.skip("THEIAOS_DEB not set (make check builds the .deb and sets it)")
+    proc = subprocess.run([_tool("lintian"), "--no-tag-display-limit", deb],
+                          capture_output=True, text=True, check=False)
+    errors = [ln for ln in proc.stdout.splitlines() if ln.startswith("E:")]
+    assert not errors, proc.stdout
+    assert proc.returncode in (0, 1), proc.stderr  # 1: warnings only (E: lines checked above)
