@@ -144,5 +144,5 @@ def configure(s: Settings, etc: str = "/etc", report: Report = print) -> Outcome
     activate(s, acct, out, report)
     if out.healthy:
         report(f"Setup complete: the gateway answers at {s.url} "
-               f"(token: sudo theiaosctl token show, or {s.env_file})")
+               f"(its token is THEIAOS_GATEWAY_TOKEN in {s.env_file})")
     return out

@@ -1,0 +1,209 @@
+"""The package itself: the built .deb installed with apt into the booted Debian 13 lab.
+
+One lab for the module: install, provide the test image, start; then every test
+checks one promise of the slice. The lab is stopped by PID at the end, pass or fail.
+The lab shares the host's network, so the gateway is probed from here on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from theiaos_pkg import subids
+from theiaos_pkg.gateway import token_of
+
+from ..lab import Lab, build_test_image
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (systemd-nspawn, nsenter)"),
+    pytest.mark.skipif(shutil.which("systemd-nspawn", path="/usr/sbin:/usr/bin") is None,
+                       reason="systemd-nspawn not found (make deps)"),
+]
+
+DEB_IN_LAB = "/var/tmp/theiaos-podman.deb"
+HOME = "/home/theiaos"
+
+
+def _http(path: str, token: str | None = None) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", 18789, timeout=5)
+    try:
+        conn.request("GET", path, headers={"Authorization": f"Bearer {token}"} if token else {})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class Installed:
+    def __init__(self, lab: Lab, install_output: str, start_output: str) -> None:
+        self.lab = lab
+        self.install_output = install_output
+        self.start_output = start_output
+        self.acct = lab.account("theiaos")
+
+    def path(self, path: str) -> Path:
+        return self.lab.host_path(path)
+
+    def token(self) -> str:
+        tok = token_of(self.path(f"{HOME}/.theiaos/.env").read_text())
+        assert tok
+        return tok
+
+    def ctl(self, *args: str, check: bool = False) -> tuple[int, str]:
+        proc = self.lab.run("theiaosctl", *args, check=check, timeout=400)
+        return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
+    deb = os.environ.get("THEIAOS_DEB")
+    if not deb or not Path(deb).is_file():
+        pytest.fail("THEIAOS_DEB must name the built .deb: run `make check`")
+    for port in (18789, 18790):
+        assert _port_free(port), f"127.0.0.1:{port} is busy on the host (the lab shares it)"
+    with Lab(tmp_path_factory.mktemp("lab")) as lab:
+        lab.put(Path(deb), DEB_IN_LAB)
+        proc = lab.run("apt-get", "install", "-y", DEB_IN_LAB, check=False,
+                       timeout=600, env={"DEBIAN_FRONTEND": "noninteractive"})
+        install = proc.stdout + proc.stderr
+        assert proc.returncode == 0, install
+        build_test_image(lab, "theiaos")
+        start = lab.run("theiaosctl", "start", check=False, timeout=400)
+        assert start.returncode == 0, start.stdout + start.stderr
+        yield Installed(lab, install, start.stdout + start.stderr)
+
+
+def test_install_without_image_says_how_to_provide_it(installed: Installed) -> None:
+    out = installed.install_output
+    assert "theiaos-podman: image: missing" in out
+    assert "sudo -u theiaos -H podman build -t localhost/theiaos:local" in out
+    assert "Setup complete" not in out  # nothing answers yet, so no success claim
+
+
+def test_system_account_with_nologin(installed: Installed) -> None:
+    line = installed.lab.run("getent", "passwd", "theiaos").stdout.strip().split(":")
+    assert int(line[2]) < 1000 and line[5] == HOME and line[6].endswith("/nologin")
+    st = installed.path(HOME).stat()
+    assert st.st_uid == installed.acct.uid and stat.S_IMODE(st.st_mode) == 0o700
+
+
+def test_subids_in_both_files_overlapping_nobody(installed: Installed) -> None:
+    for name in ("subuid", "subgid"):
+        ranges = subids.parse(installed.path(f"/etc/{name}").read_text())
+        mine = [r for r in ranges if r.owner == "theiaos"]
+        assert len(mine) == 1 and mine[0].count == 65536, ranges
+        assert not any(mine[0].overlaps(r) for r in ranges if r.owner != "theiaos")
+    out = installed.lab.run("getsubids", "theiaos").stdout
+    assert "theiaos" in out
+
+
+def test_env_file_private_with_64_hex_token(installed: Installed) -> None:
+    env = installed.path(f"{HOME}/.theiaos/.env")
+    st = env.stat()
+    assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == installed.acct.uid
+    assert re.fullmatch(r"[0-9a-f]{64}", installed.token())
+    cfg_dir = installed.path(f"{HOME}/.theiaos").stat()
+    assert stat.S_IMODE(cfg_dir.st_mode) == 0o700
+
+
+def test_config_mode_local(installed: Installed) -> None:
+    cfg = json.loads(installed.path(f"{HOME}/.theiaos/theiaos.json").read_text())
+    assert cfg["gateway"]["mode"] == "local"
+    assert "http://127.0.0.1:18789" in cfg["gateway"]["controlUi"]["allowedOrigins"]
+
+
+def test_quadlet_owned_by_theiaos(installed: Installed) -> None:
+    q = installed.path(f"{HOME}/.config/containers/systemd/theiaos.container")
+    assert q.stat().st_uid == installed.acct.uid
+    assert "UserNS=keep-id\nUser=%U:%G\n" in q.read_text()
+
+
+def test_linger_on(installed: Installed) -> None:
+    out = installed.lab.run("loginctl", "show-user", "theiaos", "-p", "Linger").stdout
+    assert out.strip() == "Linger=yes"
+
+
+def test_unit_active_as_the_product_doc_asks(installed: Installed) -> None:
+    proc = installed.lab.run("systemctl", "--machine", "theiaos@", "--user", "is-active",
+                             "theiaos.service", check=False)
+    assert proc.stdout.strip() == "active", proc.stderr
+
+
+def test_gateway_answers_and_checks_the_token(installed: Installed) -> None:
+    assert _http("/healthz") == 200
+    assert _http("/") == 401
+    assert _http("/", installed.token()) == 200
+
+
+def test_token_in_no_command_line(installed: Installed) -> None:
+    # /proc in the lab is its own mount: scan it from inside, the token on stdin.
+    token = installed.token().encode()
+    script = ("import glob,sys\n"
+              "tok=sys.stdin.read().strip().encode()\n"
+              "hits=[p for p in glob.glob('/proc/[0-9]*/cmdline')\n"
+              "      if tok in open(p,'rb').read()] if tok else ['no token']\n"
+              "seen=b' '.join(open(p,'rb').read() for p in glob.glob('/proc/[0-9]*/cmdline'))\n"
+              "print(b'conmon' in seen and b'dist/index.js' in seen, hits)\n")
+    out = installed.lab.run("python3", "-c", script, input=token.decode()).stdout
+    saw_gateway, hits = out.split(" ", 1)
+    assert saw_gateway == "True", out  # the scan did see the container's processes
+    assert hits.strip() == "[]", out
+
+
+def test_status_reports_running(installed: Installed) -> None:
+    code, out = installed.ctl("status")
+    assert code == 0, out
+    assert "theiaos.service: active (running)" in out and "health: ok" in out
+
+
+def test_second_configure_changes_and_restarts_nothing(installed: Installed) -> None:
+    lab = installed.lab
+    quadlet = installed.path(f"{HOME}/.config/containers/systemd/theiaos.container")
+
+    def snapshot() -> tuple[str, int, int]:
+        cid = lab.run_as("theiaos", "podman", "inspect", "--format", "{{.Id}}", "theiaos").stdout
+        pid = lab.run("systemctl", "--machine", "theiaos@", "--user", "show", "-p",
+                      "ExecMainPID", "--value", "theiaos.service").stdout
+        return cid.strip(), int(pid), quadlet.stat().st_mtime_ns
+
+    before = snapshot()
+    proc = lab.run("python3", "-m", "theiaos_pkg.hooks", "configure", timeout=400)
+    states = re.findall(r"^theiaos-podman: ([a-z-]+): (\w+)", proc.stdout, re.M)
+    assert len(states) == 7 and {st for _step, st in states} == {"unchanged"}, proc.stdout
+    assert "Setup complete" in proc.stdout
+    assert snapshot() == before
+
+
+def test_stop_then_start(installed: Installed) -> None:
+    code, out = installed.ctl("stop")
+    assert code == 0, out
+    code, out = installed.ctl("status")
+    assert code == 3, out
+    code, out = installed.ctl("start")
+    assert code == 0 and "answers at http://127.0.0.1:18789/" in out, out
+    assert _http("/healthz") == 200
+
+
+def test_non_root_gets_the_sudo_form(installed: Installed) -> None:
+    proc = installed.lab.run_as("theiaos", "theiaosctl", "stop", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "theiaosctl: stop needs root; run: sudo theiaosctl stop"
