@@ -51,8 +51,20 @@ def parse_version(text: str) -> Version:
 
 
 def detect() -> Features:
-    out = run(["podman", "--version"]).stdout
-    return Features(parse_version(out))
+    """The installed Podman's features; asks the package database when podman cannot
+    run (a chroot without /proc during an image build)."""
+    try:
+        return Features(parse_version(run(["podman", "--version"]).stdout))
+    except CommandError as first:
+        for argv in (["dpkg-query", "-W", "-f=${Version}", "podman"],
+                     ["rpm", "-q", "--qf", "%{VERSION}", "podman"]):
+            try:
+                proc = run(argv, check=False)
+            except CommandError:
+                continue
+            if proc.returncode == 0 and proc.stdout.strip():
+                return Features(parse_version(proc.stdout))
+        raise first
 
 
 def image_exists(who: Identity, image: str) -> bool:

@@ -207,3 +207,23 @@ def test_non_root_gets_the_sudo_form(installed: Installed) -> None:
     proc = installed.lab.run_as("theiaos", "theiaosctl", "stop", check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip() == "theiaosctl: stop needs root; run: sudo theiaosctl stop"
+
+
+def test_configure_failure_fails_the_install_visibly(installed: Installed) -> None:
+    """Last in the module: a bad admin setting makes postinst, and so apt, fail loudly."""
+    lab = installed.lab
+    admin = installed.path("/etc/theiaos/podman.env")
+    admin.parent.mkdir(exist_ok=True)
+    admin.write_text("THEIAOS_PODMAN_GATEWAY_HOST_PORT=99999\n")
+    try:
+        proc = lab.run("apt-get", "install", "-y", "--reinstall", DEB_IN_LAB, check=False,
+                       timeout=600, env={"DEBIAN_FRONTEND": "noninteractive"})
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0, out
+        assert ("theiaos-podman: error: THEIAOS_PODMAN_GATEWAY_HOST_PORT='99999' "
+                "(/etc/theiaos/podman.env): not a port number (1-65535)") in out
+        assert "Traceback" not in out
+    finally:
+        admin.unlink()
+    lab.run("dpkg", "--configure", "-a", timeout=600)
+    assert _http("/healthz") == 200

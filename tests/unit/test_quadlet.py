@@ -74,6 +74,8 @@ def test_percent_is_escaped_and_newlines_refused() -> None:
     ("podman version 5.4.2\n", (5, 4, 2)),
     ("podman version 4.9.3-dev", (4, 9, 3)),
     ("podman version 4.4", (4, 4, 0)),
+    ("5.4.2+ds1-2", (5, 4, 2)),  # dpkg-query, when podman cannot run (chroot)
+    ("1:4.9.3-0ubuntu1", (4, 9, 3)),
 ])
 def test_parse_version(text: str, version: tuple[int, int, int]) -> None:
     assert parse_version(text) == version
