@@ -189,11 +189,17 @@ class UserManager:
     def restart(self, unit: str) -> None:
         self._job("RestartUnit", unit)
 
+    def reset_failed(self, unit: str) -> None:
+        with _errors(f"reset-failed {unit}"):
+            self._manager.Manager.ResetFailedUnit(unit.encode())
+
     def wait(self, unit: str, want: tuple[str, ...], timeout: float) -> UnitState:
-        """Poll until the unit's ActiveState is one of ``want`` (or failed); the last state."""
+        """Poll until the unit's ActiveState is one of ``want``, or it failed or waits to be
+        restarted (its process exited); the last state."""
         deadline = time.monotonic() + timeout
         while True:
             st = self.state(unit)
-            if st.active in want or st.active == "failed" or time.monotonic() > deadline:
+            if st.active in want or st.active == "failed" or st.sub == "auto-restart" \
+                    or time.monotonic() > deadline:
                 return st
             time.sleep(0.25)

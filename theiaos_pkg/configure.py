@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Callable
 
 from . import account, bus, files, gateway, health, journal, podman, quadlet, subids
@@ -119,23 +120,43 @@ def activate(s: Settings, acct: Account, out: Outcome, report: Report) -> None:
                 f"{s.quadlet_path}",
                 f"sudo -u {acct.name} /usr/libexec/podman/quadlet -dryrun -user",
             )
-        if st.running and out.changed("quadlet", "gateway-config"):
-            mgr.restart(UNIT)
+        if st.running and (out.changed("quadlet", "gateway-config") or not health.healthy(s)):
+            mgr.restart(UNIT)  # new unit or config, or running but not answering
             action = "restarted"
         elif not st.running:
+            if st.active == "failed":
+                mgr.reset_failed(UNIT)  # an explicit start is not a crash loop
             mgr.start(UNIT)
             action = "started"
         else:
             action = "unchanged"
         st = mgr.wait(UNIT, ("active",), START_TIMEOUT)
-    if st.active != "active" or not health.wait_healthy(s, HEALTH_TIMEOUT):
+        up, st = wait_up(mgr, s, st)
+    if not up:
         raise GatewayError(
-            f"{UNIT} is {st.active}/{st.sub} and {s.url}healthz does not answer; "
+            f"{UNIT} is {st.active} ({st.sub}) and {s.url}healthz does not answer; "
             f"last log lines:\n{journal.tail(acct.uid)}",
-            "sudo theiaosctl logs",
+            "sudo theiaosctl status; sudo journalctl "
+            f"_SYSTEMD_USER_UNIT={UNIT} _UID={acct.uid}",
         )
     out.healthy = True
     add(Step("service", action, f"{UNIT} {st.active}/{st.sub}"))
+
+
+def wait_up(mgr: bus.UserManager, s: Settings, st: bus.UnitState) -> tuple[bool, bus.UnitState]:
+    """Wait until /healthz answers; give up at once when the unit failed or is between
+    restarts (the gateway exited: a refused config exits at once and systemd restarts it,
+    so ActiveState alone can read "active" while nothing answers)."""
+    deadline = time.monotonic() + HEALTH_TIMEOUT
+    while True:
+        if st.active == "failed" or st.sub == "auto-restart":
+            return False, st
+        if health.healthy(s):
+            return True, st
+        if time.monotonic() > deadline:
+            return False, st
+        time.sleep(0.5)
+        st = mgr.state(UNIT)
 
 
 def configure(s: Settings, etc: str = "/etc", report: Report = print) -> Outcome:

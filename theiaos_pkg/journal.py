@@ -25,7 +25,7 @@ def argv(uid: int, lines: int | None = None, follow: bool = False,
     return cmd + matches(uid)
 
 
-def tail(uid: int, lines: int = 20) -> str:
+def tail(uid: int, lines: int = 40) -> str:
     proc = run(argv(uid, lines), check=False)
     if proc.returncode != 0:
         return f"(journalctl failed: {(proc.stderr or '').strip()})"

@@ -203,6 +203,24 @@ def test_stop_then_start(installed: Installed) -> None:
     assert _http("/healthz") == 200
 
 
+def test_start_failure_says_why_with_the_journal(installed: Installed) -> None:
+    cfg = installed.path(f"{HOME}/.theiaos/theiaos.json")
+    good = cfg.read_text()
+    assert installed.ctl("stop")[0] == 0
+    cfg.write_text(good.replace('"mode": "local"', '"mode": "remote"'))
+    try:
+        code, out = installed.ctl("start")
+        assert code == 1, out
+        assert "theiaos.service is " in out and "healthz does not answer; last log lines:" in out
+        assert 'gateway.mode is "remote"' in out  # the gateway's own words, from the journal
+        assert "Traceback" not in out
+    finally:
+        cfg.write_text(good)
+    code, out = installed.ctl("start")  # running but not answering: start restarts it
+    assert code == 0, out
+    assert _http("/healthz") == 200
+
+
 def test_non_root_gets_the_sudo_form(installed: Installed) -> None:
     proc = installed.lab.run_as("theiaos", "theiaosctl", "stop", check=False)
     assert proc.returncode == 1
