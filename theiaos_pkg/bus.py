@@ -176,18 +176,34 @@ class UserManager:
                 int(obj.Unit.StateChangeTimestamp),
             )
 
-    def _job(self, method: str, unit: str) -> None:
+    def _job(self, method: str, unit: str, timeout: float) -> None:
+        """Queue a job and wait (bounded) until systemd has finished it, so that the
+        state read next is its result, not the state before it."""
         with _errors(f"{method} {unit}"):
-            getattr(self._manager.Manager, method)(unit.encode(), b"replace")
+            path = getattr(self._manager.Manager, method)(unit.encode(), b"replace")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self._job_pending(path):
+                return
+            time.sleep(0.1)
 
-    def start(self, unit: str) -> None:
-        self._job("StartUnit", unit)
+    def _job_pending(self, path: bytes) -> bool:
+        from pystemd.dbusexc import DBusBaseError
 
-    def stop(self, unit: str) -> None:
-        self._job("StopUnit", unit)
+        try:
+            job = _sdobject(SYSTEMD, path, self._bus)
+            return bool(job.Job.State)
+        except (DBusBaseError, AttributeError):
+            return False  # the job object is gone: the job is done
 
-    def restart(self, unit: str) -> None:
-        self._job("RestartUnit", unit)
+    def start(self, unit: str, timeout: float = 300) -> None:
+        self._job("StartUnit", unit, timeout)
+
+    def stop(self, unit: str, timeout: float = 300) -> None:
+        self._job("StopUnit", unit, timeout)
+
+    def restart(self, unit: str, timeout: float = 300) -> None:
+        self._job("RestartUnit", unit, timeout)
 
     def reset_failed(self, unit: str) -> None:
         with _errors(f"reset-failed {unit}"):

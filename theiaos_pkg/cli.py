@@ -1,20 +1,41 @@
-"""theiaosctl: operate the TheiaOS gateway. One function per verb."""
+"""theiaosctl: operate the TheiaOS gateway (a rootless Podman container under systemd).
+
+One function per verb; every verb has --help. Root runs everything; the service
+account itself may run the read-only verbs (status, url, doctor, image list).
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import pwd
 import sys
 
-from . import __version__, account, bus, configure, health, settings
+from . import (
+    __version__,
+    account,
+    configure,
+    doctor,
+    files,
+    gateway,
+    journal,
+    manual,
+    podman,
+    service,
+    settings,
+    status,
+)
+from .account import Account
 from .errors import TheiaosError
+from .files import Perm
+from .run import stream
 from .settings import UNIT, Settings
 
-EXIT_RUNNING, EXIT_NOT_RUNNING, EXIT_UNKNOWN = 0, 3, 4
+READ_ONLY = {"status", "url", "doctor", "image list"}
 
 
-def _account(s: Settings) -> account.Account:
+def _account(s: Settings) -> Account:
     acct = account.lookup("/etc", s.user)
     if acct is None:
         raise TheiaosError(f"account {s.user} does not exist: the gateway is not set up",
@@ -22,80 +43,200 @@ def _account(s: Settings) -> account.Account:
     return acct
 
 
+def _report(line: str) -> None:
+    print(line, flush=True)
+
+
 def cmd_status(s: Settings, args: argparse.Namespace) -> int:
-    acct = account.lookup("/etc", s.user)
-    if acct is None:
-        print(f"{UNIT}: not installed (no account {s.user}); run: sudo theiaosctl setup")
-        return EXIT_UNKNOWN
-    if not os.path.exists(bus.private_socket(acct.uid)):
-        print(f"{UNIT}: inactive (the user manager of {s.user} is not running)")
-        return EXIT_NOT_RUNNING
-    with bus.UserManager(acct.uid) as mgr:
-        st = mgr.state(UNIT)
-    print(f"{UNIT}: {st.active} ({st.sub})" + ("" if st.load == "loaded" else f", {st.load}"))
-    code = health.probe(s)
-    print(f"health: {'ok' if code == 200 else 'no answer' if code is None else code} "
-          f"({s.url}healthz)")
-    print(f"url: {s.url}")
-    return EXIT_RUNNING if st.running and code == 200 else EXIT_NOT_RUNNING
+    st = status.collect(s)
+    print(status.format_json(st) if args.json else status.format_text(st))
+    return st.exit_code
 
 
 def cmd_start(s: Settings, args: argparse.Namespace) -> int:
+    if not s.quadlet:
+        raise TheiaosError("manual mode (setup --container): there is no service to start",
+                           "sudo theiaosctl launch, or sudo theiaosctl setup --quadlet")
     out = configure.Outcome()
-    configure.activate(s, _account(s), out, print)
-    if not out.healthy:
-        return 1
-    print(f"the gateway answers at {s.url}")
-    return 0
+    configure.activate(s, _account(s), out, _report)
+    return 0 if out.healthy else 1
 
 
 def cmd_stop(s: Settings, args: argparse.Namespace) -> int:
+    st = service.stop(_account(s))
+    print(f"{UNIT}: {st.active if st else 'inactive (user manager not running)'}")
+    return 0 if st is None or st.active in ("inactive", "failed") else 1
+
+
+def cmd_restart(s: Settings, args: argparse.Namespace) -> int:
     acct = _account(s)
-    if not os.path.exists(bus.private_socket(acct.uid)):
-        print(f"{UNIT}: already stopped (user manager not running)")
-        return 0
-    with bus.UserManager(acct.uid) as mgr:
-        mgr.stop(UNIT)
-        st = mgr.wait(UNIT, ("inactive",), configure.START_TIMEOUT)
-    print(f"{UNIT}: {st.active}")
-    return 0 if st.active in ("inactive", "failed") else 1
+    if not service.manager_running(acct):
+        return cmd_start(s, args)
+    service.bring_up(s, acct, restart=True)
+    print(f"{UNIT}: restarted; the gateway answers at {s.url}")
+    return 0
+
+
+def cmd_logs(s: Settings, args: argparse.Namespace) -> int:
+    acct = _account(s)
+    lines = None if args.follow and args.lines is None else (args.lines or 100)
+    return stream(journal.argv(acct.uid, lines, args.follow, args.since))
 
 
 def cmd_setup(s: Settings, args: argparse.Namespace) -> int:
-    out = configure.configure(s)
-    return 0 if out.healthy or any(st.state == "missing" for st in out.steps) else 1
+    if args.mode and "THEIAOS_PODMAN_QUADLET" not in os.environ:
+        files.ensure_dir(str(settings.MODE_FILE.parent), Perm(0, 0, 0o755),
+                         parents=Perm(0, 0, 0o755))
+        files.write_bytes(str(settings.MODE_FILE), f"{args.mode}\n".encode(),
+                          Perm(0, 0, 0o644))
+        s = settings.load()
+    out = configure.configure(s, report=_report)
+    return 0 if out.healthy or out.steps[-1].state != "missing" else 0
 
 
-VERBS = {
-    "status": (cmd_status, "show the service state and the gateway's health"),
-    "start": (cmd_start, "start the gateway and wait until it answers"),
-    "stop": (cmd_stop, "stop the gateway"),
-    "setup": (cmd_setup, "run the package's setup again (account, subids, config, "
-              "Quadlet, service)"),
-}
+def cmd_launch(s: Settings, args: argparse.Namespace) -> int:
+    acct = _account(s)
+    if args.what == "setup":
+        return manual.onboard(s, acct)
+    manual.launch(s, acct)
+    print(f"container {s.container_name} started; the gateway answers at {s.url}")
+    return 0
+
+
+def cmd_token(s: Settings, args: argparse.Namespace) -> int:
+    acct = _account(s)
+    if args.action == "show":
+        token = gateway.read_token(s)
+        if not token:
+            raise TheiaosError(f"no THEIAOS_GATEWAY_TOKEN in {s.env_file}", "sudo theiaosctl setup")
+        print(token)
+        return 0
+    token = gateway.rotate(s, acct.uid, acct.gid)
+    print(f"new token written to {s.env_file}")
+    if args.show:
+        print(token)
+    _restart_if_running(s, acct)
+    return 0
+
+
+def _restart_if_running(s: Settings, acct: Account) -> None:
+    if s.quadlet and service.is_active(acct):
+        service.bring_up(s, acct, restart=True)
+        print(f"{UNIT} restarted; the gateway answers at {s.url}")
+    elif not s.quadlet:
+        print("manual mode: run sudo theiaosctl launch to use it")
+
+
+def cmd_image(s: Settings, args: argparse.Namespace) -> int:
+    acct = _account(s)
+    who = acct.identity()
+    if args.action == "list":
+        return podman.images(who)
+    before = podman.image_id(who, s.image)
+    if args.action == "build":
+        podman.build(who, s.image, os.path.abspath(args.source or "."))
+    elif args.action == "pull":
+        if not args.source:
+            raise TheiaosError("image pull needs a reference", "theiaosctl image pull REF")
+        podman.pull(who, args.source, s.image)
+    elif args.action == "load":
+        if not args.source or args.source == "-":
+            podman.load(who, sys.stdin.buffer, s.image)
+        else:
+            try:
+                archive = open(args.source, "rb")  # noqa: SIM115 (closed below)
+            except OSError as exc:
+                raise TheiaosError(f"{args.source}: {exc.strerror}") from None
+            with archive:
+                podman.load(who, archive, s.image)
+    after = podman.image_id(who, s.image)
+    print(f"{s.image}: {after[:12] if after else 'missing'}"
+          + (" (unchanged)" if after == before else ""))
+    if after != before:
+        _restart_if_running(s, acct)
+    return 0
+
+
+def cmd_doctor(s: Settings, args: argparse.Namespace) -> int:
+    checks = doctor.run_checks(s)
+    for check in checks:
+        print(check.line())
+    failed = [c for c in checks if not c.ok]
+    print(f"{len(checks) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+def cmd_url(s: Settings, args: argparse.Namespace) -> int:
+    print(s.url)
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="theiaosctl", description=__doc__)
+    p = argparse.ArgumentParser(prog="theiaosctl", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"theiaosctl {__version__}")
-    p.add_argument("--debug", action="store_true", help="show commands and tracebacks")
+    p.add_argument("--debug", action="store_true", help="show commands run and tracebacks")
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for name, (_func, text) in VERBS.items():
-        sub.add_parser(name, help=text, description=text)
+
+    def verb(name: str, func: object, text: str) -> argparse.ArgumentParser:
+        v = sub.add_parser(name, help=text, description=text)
+        v.set_defaults(func=func)
+        return v
+
+    v = verb("status", cmd_status, "unit state, gateway health, image, ports, URL, linger "
+             "(exit 0 running, 3 not running, 4 not installed)")
+    v.add_argument("--json", action="store_true", help="machine-readable output")
+    verb("start", cmd_start, "start the gateway; succeed only when /healthz answers")
+    verb("stop", cmd_stop, "stop the gateway")
+    verb("restart", cmd_restart, "restart the gateway; succeed only when /healthz answers")
+    v = verb("logs", cmd_logs, "the gateway's journal lines (its unit, in the system journal)")
+    v.add_argument("-n", "--lines", type=int, help="show this many lines (default 100)")
+    v.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    v.add_argument("--since", help="start at this time (journalctl --since syntax)")
+    v = verb("setup", cmd_setup, "run the package's setup again: account, subids, config, "
+             "Quadlet, service (THEIAOS_PODMAN_QUADLET=1|0 overrides the flags)")
+    g = v.add_mutually_exclusive_group()
+    g.add_argument("--quadlet", dest="mode", action="store_const", const="quadlet",
+                   help="run the gateway as a systemd user service (the default)")
+    g.add_argument("--container", dest="mode", action="store_const", const="container",
+                   help="manual mode: no Quadlet (removes ours); start with theiaosctl launch")
+    v = verb("launch", cmd_launch, "manual mode: run the gateway container directly "
+             "(podman run --replace), or the onboarding wizard with 'launch setup'")
+    v.add_argument("what", nargs="?", choices=["setup"], help="run the onboarding wizard")
+    v = verb("token", cmd_token, "show or rotate the gateway token")
+    v.add_argument("action", choices=["show", "rotate"])
+    v.add_argument("--show", action="store_true", help="with rotate: print the new token")
+    v = verb("image", cmd_image, "build, pull, load or list gateway images in the service "
+             "account's store; a new image restarts a running gateway")
+    v.add_argument("action", choices=["build", "pull", "load", "list"])
+    v.add_argument("source", nargs="?", help="build: a TheiaOS checkout (default .); "
+                   "pull: an image reference; load: an archive file or - for stdin")
+    verb("doctor", cmd_doctor, "check the host and the install, with the fix for each problem")
+    verb("url", cmd_url, "print the dashboard URL")
     return p
+
+
+def _allowed(verb: str, s: Settings) -> bool:
+    if os.geteuid() == 0:
+        return True
+    try:
+        me = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return False
+    return me == s.user and verb in READ_ONLY
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.debug:
         logging.basicConfig(level=logging.DEBUG, format="%(message)s")
-    if os.geteuid() != 0:
-        print(f"theiaosctl: {args.verb} needs root; run: sudo theiaosctl {args.verb}",
-              file=sys.stderr)
-        return 1
-    func, _text = VERBS[args.verb]
+    verb = args.verb + (f" {args.action}" if args.verb == "image" else "")
     try:
-        return func(settings.load(), args)
+        s = settings.load()
+        if not _allowed(verb, s):
+            print(f"theiaosctl: {verb} needs root; run: sudo theiaosctl {verb}", file=sys.stderr)
+            return 1
+        code: int = args.func(s, args)
+        return code
     except TheiaosError as exc:
         if args.debug:
             raise

@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from collections.abc import Callable
 
-from . import account, bus, files, gateway, health, journal, podman, quadlet, subids
+from . import account, bus, files, gateway, podman, quadlet, service, subids
 from .account import Account
-from .errors import GatewayError, TheiaosError
+from .errors import TheiaosError
 from .files import Perm
 from .run import run
 from .settings import UNIT, Settings
-
-START_TIMEOUT = 300.0
-HEALTH_TIMEOUT = 120.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,8 +61,22 @@ def prepare(s: Settings, etc: str, out: Outcome, report: Report,
         run(["podman", "system", "migrate"], as_user=acct.identity())
     paths = gateway.ensure(s, acct.uid, acct.gid)
     add(Step("gateway-config", _state(bool(paths)), ", ".join(paths)))
-    add(write_quadlet(s, acct, features))
+    add(write_quadlet(s, acct, features) if s.quadlet else remove_quadlet(s, acct))
     return acct
+
+
+def remove_quadlet(s: Settings, acct: Account) -> Step:
+    """Manual mode: stop the service and remove our Quadlet (an admin-edited one stays)."""
+    raw = files.read_bytes(s.quadlet_path)
+    if raw is None:
+        return Step("quadlet", "unchanged", "manual mode: none installed")
+    if quadlet.edited_by_admin(raw.decode("utf-8", "replace")):
+        return Step("quadlet", "kept", f"{s.quadlet_path} was edited by hand; remove it "
+                    "yourself if manual mode is meant")
+    if bus.systemd_running():
+        service.stop(acct)
+    files.remove(s.quadlet_path)
+    return Step("quadlet", "changed", f"removed {s.quadlet_path} (manual mode)")
 
 
 def write_quadlet(s: Settings, acct: Account, features: podman.Features) -> Step:
@@ -95,6 +105,13 @@ def activate(s: Settings, acct: Account, out: Outcome, report: Report) -> None:
         out.steps.append(step)
         report(step.line())
 
+    if not s.quadlet:
+        if out.changed("quadlet") and service.manager_running(acct):
+            with bus.UserManager(acct.uid) as mgr:
+                mgr.reload()
+        add(Step("service", "skipped", "manual mode: start the gateway with "
+                 "sudo theiaosctl launch"))
+        return
     if not bus.systemd_running():
         linger = f"/var/lib/systemd/linger/{acct.name}"
         files.ensure_dir("/var/lib/systemd/linger", Perm(0, 0, 0o755), parents=Perm(0, 0, 0o755))
@@ -105,58 +122,14 @@ def activate(s: Settings, acct: Account, out: Outcome, report: Report) -> None:
     add(Step("linger", _state(bus.enable_linger(acct.uid))))
     bus.wait_for_user_manager(acct.uid)
     who = acct.identity()
-    if not podman.image_exists(who, s.image):
+    if podman.image_id(who, s.image) is None:
         add(Step("image", "missing", podman.provide_hint(who, s.image)))
         return
     add(Step("image", "unchanged", s.image))
-    with bus.UserManager(acct.uid) as mgr:
-        st = mgr.state(UNIT)
-        if out.changed("quadlet") or st.load != "loaded":
-            mgr.reload()
-            st = mgr.state(UNIT)
-        if st.load != "loaded":
-            raise GatewayError(
-                f"{UNIT} does not exist after a reload ({st.load}): Quadlet rejected "
-                f"{s.quadlet_path}",
-                f"sudo -u {acct.name} /usr/libexec/podman/quadlet -dryrun -user",
-            )
-        if st.running and (out.changed("quadlet", "gateway-config") or not health.healthy(s)):
-            mgr.restart(UNIT)  # new unit or config, or running but not answering
-            action = "restarted"
-        elif not st.running:
-            if st.active == "failed":
-                mgr.reset_failed(UNIT)  # an explicit start is not a crash loop
-            mgr.start(UNIT)
-            action = "started"
-        else:
-            action = "unchanged"
-        st = mgr.wait(UNIT, ("active",), START_TIMEOUT)
-        up, st = wait_up(mgr, s, st)
-    if not up:
-        raise GatewayError(
-            f"{UNIT} is {st.active} ({st.sub}) and {s.url}healthz does not answer; "
-            f"last log lines:\n{journal.tail(acct.uid)}",
-            "sudo theiaosctl status; sudo journalctl "
-            f"_SYSTEMD_USER_UNIT={UNIT} _UID={acct.uid}",
-        )
+    action = service.bring_up(s, acct, reload=out.changed("quadlet"),
+                              restart=out.changed("quadlet", "gateway-config"))
     out.healthy = True
-    add(Step("service", action, f"{UNIT} {st.active}/{st.sub}"))
-
-
-def wait_up(mgr: bus.UserManager, s: Settings, st: bus.UnitState) -> tuple[bool, bus.UnitState]:
-    """Wait until /healthz answers; give up at once when the unit failed or is between
-    restarts (the gateway exited: a refused config exits at once and systemd restarts it,
-    so ActiveState alone can read "active" while nothing answers)."""
-    deadline = time.monotonic() + HEALTH_TIMEOUT
-    while True:
-        if st.active == "failed" or st.sub == "auto-restart":
-            return False, st
-        if health.healthy(s):
-            return True, st
-        if time.monotonic() > deadline:
-            return False, st
-        time.sleep(0.5)
-        st = mgr.state(UNIT)
+    add(Step("service", action, f"{UNIT} answers at {s.url}"))
 
 
 def configure(s: Settings, etc: str = "/etc", report: Report = print) -> Outcome:

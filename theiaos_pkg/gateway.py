@@ -50,6 +50,42 @@ def with_token(env_text: str, make: Callable[[], str] = new_token) -> str:
     return env_text + line
 
 
+def replace_token(env_text: str, token: str) -> str:
+    """``env_text`` with every token line set to ``token`` (appended when there is none)."""
+    lines = env_text.splitlines(keepends=True)
+    hits = [i for i, old in enumerate(lines) if _TOKEN_LINE.match(old)]
+    if not hits:
+        return with_token(env_text, lambda: token)
+    for i in hits:
+        lines[i] = f"{TOKEN_KEY}={token}\n"
+    return "".join(lines)
+
+
+def rotate(s: Settings, uid: int, gid: int) -> str:
+    """Write a new token into ``.env``, keeping every other line; the new token."""
+    raw = files.read_bytes(s.env_file)
+    token = new_token()
+    text = replace_token(raw.decode("utf-8") if raw else "", token)
+    files.write_bytes(s.env_file, text.encode(), Perm(uid, gid, 0o600))
+    return token
+
+
+def read_token(s: Settings) -> str | None:
+    raw = files.read_bytes(s.env_file)
+    return token_of(raw.decode("utf-8", "replace")) if raw else None
+
+
+def config_token(s: Settings) -> str | None:
+    """``gateway.auth.token`` from theiaos.json (the onboarding wizard may write one)."""
+    raw = files.read_bytes(s.config_file)
+    if raw is None:
+        return None
+    gw = parse_config(raw, s.config_file).get("gateway")
+    auth = gw.get("auth") if isinstance(gw, dict) else None
+    token = auth.get("token") if isinstance(auth, dict) else None
+    return token if isinstance(token, str) and token else None
+
+
 def origins(port: int) -> list[str]:
     return [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
+from typing import IO, Any
 
 from .errors import CommandError, TheiaosError
-from .run import Identity, run
+from .run import Identity, run, stream
 
 Version = tuple[int, int, int]
 
@@ -67,16 +69,6 @@ def detect() -> Features:
         raise first
 
 
-def image_exists(who: Identity, image: str) -> bool:
-    proc = run(["podman", "image", "exists", image], as_user=who, check=False)
-    if proc.returncode in (0, 1):
-        return proc.returncode == 0
-    raise CommandError(
-        f"podman image exists {image} (as {who.name}) failed: "
-        f"{(proc.stderr or '').strip() or proc.returncode}"
-    )
-
-
 def provide_hint(who: Identity, image: str) -> str:
     """The exact commands that put ``image`` into the service account's store."""
     return (
@@ -87,3 +79,76 @@ def provide_hint(who: Identity, image: str) -> str:
         f"  sudo -u {who.name} -H podman build -t {image} /path/to/theiaos\n"
         f"then: sudo theiaosctl start"
     )
+
+
+def image_id(who: Identity, image: str) -> str | None:
+    """The id of ``image`` in the account's store, None when absent."""
+    proc = run(["podman", "image", "inspect", "--format", "{{.Id}}", image],
+               as_user=who, check=False)
+    if proc.returncode != 0:
+        if "image not known" in proc.stderr or "no such image" in proc.stderr.lower():
+            return None
+        raise CommandError(f"podman image inspect {image} (as {who.name}) failed: "
+                           f"{proc.stderr.strip()}")
+    return proc.stdout.strip() or None
+
+
+def inspect_container(who: Identity, name: str) -> dict[str, Any] | None:
+    """``podman container inspect`` of ``name``, None when there is no such container."""
+    proc = run(["podman", "container", "inspect", name], as_user=who, check=False)
+    if proc.returncode != 0:
+        if "no such container" in proc.stderr.lower():
+            return None
+        raise CommandError(f"podman container inspect {name} (as {who.name}) failed: "
+                           f"{proc.stderr.strip()}")
+    data = json.loads(proc.stdout)
+    return data[0] if data else None
+
+
+def cgroups_version(who: Identity) -> str:
+    return run(["podman", "info", "--format", "{{.Host.CgroupsVersion}}"],
+               as_user=who).stdout.strip()
+
+
+def build(who: Identity, image: str, context: str) -> None:
+    """``podman build`` in the account's own store (never root's), progress streamed."""
+    if run(["test", "-r", f"{context}/Dockerfile"], as_user=who, check=False).returncode:
+        raise TheiaosError(
+            f"{who.name} cannot read {context}/Dockerfile",
+            f"put the checkout where {who.name} can read it (for example a copy under "
+            f"/var/tmp with chmod -R a+rX) and run the build again",
+        )
+    if stream(["podman", "build", "--format", "docker", "-t", image, context], as_user=who):
+        raise CommandError(f"podman build -t {image} {context} (as {who.name}) failed")
+
+
+def pull(who: Identity, ref: str, image: str) -> None:
+    if stream(["podman", "pull", ref], as_user=who):
+        raise CommandError(f"podman pull {ref} (as {who.name}) failed")
+    if ref != image:
+        run(["podman", "tag", ref, image], as_user=who)
+
+
+def loaded_names(output: str) -> list[str]:
+    """The image names ``podman load`` reports ("Loaded image: a" or "Loaded image(s): a,b")."""
+    names: list[str] = []
+    for line in output.splitlines():
+        if line.startswith("Loaded image"):
+            names += [n.strip() for n in line.split(":", 1)[1].split(",") if n.strip()]
+    return names
+
+
+def load(who: Identity, archive: IO[bytes], image: str) -> list[str]:
+    """``podman load`` from an open archive (streamed on stdin: no temp file); tags the
+    first image it holds as ``image`` when the archive does not name it."""
+    proc = run(["podman", "load"], as_user=who, stdin=archive, timeout=None)
+    names = loaded_names(proc.stdout)
+    if not names:
+        raise CommandError(f"podman load (as {who.name}) loaded no image: {proc.stdout.strip()}")
+    if image not in names:
+        run(["podman", "tag", names[0], image], as_user=who)
+    return names
+
+
+def images(who: Identity) -> int:
+    return stream(["podman", "images"], as_user=who)

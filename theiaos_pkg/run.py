@@ -13,6 +13,7 @@ import os
 import shlex
 import subprocess
 from collections.abc import Mapping, Sequence
+from typing import IO
 
 from .errors import CommandError
 
@@ -60,7 +61,8 @@ def _environ(as_user: Identity | None, extra: Mapping[str, str] | None) -> dict[
 
 
 def _ids(as_user: Identity | None) -> tuple[int | None, int | None, list[int] | None]:
-    if as_user is None:
+    """Credentials to switch to; none when we already are that user (its read-only verbs)."""
+    if as_user is None or os.geteuid() == as_user.uid:
         return None, None, None
     return as_user.uid, as_user.gid, []
 
@@ -72,6 +74,7 @@ def run(
     check: bool = True,
     capture: bool = True,
     input: str | None = None,
+    stdin: IO[bytes] | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float | None = 300,
 ) -> subprocess.CompletedProcess[str]:
@@ -82,6 +85,7 @@ def run(
         proc = subprocess.run(
             list(argv),
             input=input,
+            stdin=stdin,
             stdout=subprocess.PIPE if capture else None,
             stderr=subprocess.PIPE if capture else None,
             text=True,
@@ -108,7 +112,7 @@ def stream(
     argv: Sequence[str],
     *,
     as_user: Identity | None = None,
-    stdin: int | None = None,
+    stdin: int | IO[bytes] | None = None,
     env: Mapping[str, str] | None = None,
 ) -> int:
     """Run ``argv`` with the terminal attached (output streams through); its exit status."""

@@ -24,6 +24,8 @@ from dotenv import dotenv_values
 from .errors import SettingError
 
 ADMIN_FILE = Path("/etc/theiaos/podman.env")
+#: The mode chosen with `theiaosctl setup --quadlet|--container`, kept across upgrades.
+MODE_FILE = Path("/var/lib/theiaos-podman/mode")
 
 #: Ports the gateway listens on inside the container (fixed by the image).
 CONTAINER_GATEWAY_PORT = 18789
@@ -202,14 +204,30 @@ def read_admin_file(path: Path = ADMIN_FILE) -> dict[str, str]:
     return out
 
 
+def read_mode_file(path: Path = MODE_FILE) -> dict[str, str]:
+    """The mode `theiaosctl setup --quadlet|--container` chose, as a setting; {} if none."""
+    try:
+        mode = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise SettingError(f"{path}: cannot read: {exc.strerror}") from None
+    if mode not in ("quadlet", "container"):
+        raise SettingError(f"{path}: unknown mode {mode!r}", "sudo theiaosctl setup --quadlet")
+    return {"THEIAOS_PODMAN_QUADLET": "1" if mode == "quadlet" else "0"}
+
+
 def load(
     environ: Mapping[str, str] | None = None,
     admin: Mapping[str, str] | None = None,
     overrides: Mapping[str, str] | None = None,
+    mode: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Resolve every setting: defaults < admin file < environment < overrides (CLI)."""
+    """Resolve every setting: defaults < admin file < the chosen mode < environment <
+    overrides (command line)."""
     environ = os.environ if environ is None else environ
     admin = read_admin_file() if admin is None else admin
+    mode = read_mode_file() if mode is None else mode
     overrides = overrides or {}
     done: dict[str, Any] = {}
     for s in TABLE:
@@ -217,6 +235,8 @@ def load(
             raw, origin = overrides[s.env], "command line"
         elif environ.get(s.env):
             raw, origin = environ[s.env], "environment"
+        elif mode.get(s.env):
+            raw, origin = mode[s.env], str(MODE_FILE)
         elif admin.get(s.env):
             raw, origin = admin[s.env], str(ADMIN_FILE)
         else:

@@ -172,7 +172,8 @@ def test_token_in_no_command_line(installed: Installed) -> None:
 def test_status_reports_running(installed: Installed) -> None:
     code, out = installed.ctl("status")
     assert code == 0, out
-    assert "theiaos.service: active (running)" in out and "health: ok" in out
+    assert "theiaos.service: active (running) since " in out
+    assert "gateway:   answers (http://127.0.0.1:18789/healthz)" in out
 
 
 def test_second_configure_changes_and_restarts_nothing(installed: Installed) -> None:

@@ -1,0 +1,93 @@
+"""The gateway container, described once (pure).
+
+The Quadlet template and ``theiaosctl launch`` (plain ``podman run``) are both made
+from this one Spec, so the two modes cannot drift apart: same image, mounts, ports,
+user namespace, environment and command.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from .settings import (
+    CONTAINER_BRIDGE_PORT,
+    CONTAINER_CONFIG_DIR,
+    CONTAINER_GATEWAY_PORT,
+    CONTAINER_HOME,
+    CONTAINER_WORKSPACE_DIR,
+    Settings,
+)
+
+HEALTH_CMD = json.dumps([
+    "node", "-e",
+    f"fetch('http://127.0.0.1:{CONTAINER_GATEWAY_PORT}/healthz')"
+    ".then(r=>process.exit(r.ok?0:1),()=>process.exit(1))",
+])
+ONBOARD = ("node", "dist/index.js", "onboard")
+
+
+@dataclasses.dataclass(frozen=True)
+class Volume:
+    host: str
+    container: str
+    options: str = "Z"
+
+    def spec(self) -> str:
+        return f"{self.host}:{self.container}:{self.options}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Port:
+    address: str
+    host: int
+    container: int
+
+    def spec(self) -> str:
+        addr = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{addr}:{self.host}:{self.container}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    image: str
+    name: str
+    environment: tuple[tuple[str, str], ...]
+    env_file: str
+    volumes: tuple[Volume, ...]
+    ports: tuple[Port, ...]
+    command: tuple[str, ...]
+    health_cmd: str
+
+
+def spec(s: Settings) -> Spec:
+    return Spec(
+        image=s.image,
+        name=s.container_name,
+        environment=(("HOME", CONTAINER_HOME),),
+        env_file=s.env_file,
+        volumes=(Volume(s.config_dir, CONTAINER_CONFIG_DIR),
+                 Volume(s.workspace_dir, CONTAINER_WORKSPACE_DIR)),
+        ports=(Port(s.publish_address, s.gateway_port, CONTAINER_GATEWAY_PORT),
+               Port(s.publish_address, s.bridge_port, CONTAINER_BRIDGE_PORT)),
+        command=("node", "dist/index.js", "gateway", "--bind", s.gateway_bind,
+                 "--port", str(CONTAINER_GATEWAY_PORT)),
+        health_cmd=HEALTH_CMD,
+    )
+
+
+def run_argv(sp: Spec, uid: int, gid: int, *, onboard: bool = False) -> list[str]:
+    """``podman run`` for manual mode: the gateway detached, or the onboarding wizard."""
+    argv = ["podman", "run", "--replace", "--name", sp.name,
+            "--userns=keep-id", "--user", f"{uid}:{gid}"]
+    for key, value in sp.environment:
+        argv += ["--env", f"{key}={value}"]
+    argv += ["--env-file", sp.env_file]
+    for vol in sp.volumes:
+        argv += ["--volume", vol.spec()]
+    if onboard:
+        return [*argv, "--rm", "-it", "--env", "BROWSER=echo", sp.image, *ONBOARD]
+    for port in sp.ports:
+        argv += ["--publish", port.spec()]
+    pull = "never" if sp.image.startswith("localhost/") else "missing"
+    return [*argv, "--detach", f"--pull={pull}", sp.image, *sp.command]

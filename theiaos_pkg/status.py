@@ -1,0 +1,113 @@
+"""What `theiaosctl status` reports: collected through the doors, formatted purely."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+from typing import Any
+
+from . import account, bus, container, health, podman
+from .settings import UNIT, Settings
+
+EXIT_RUNNING, EXIT_NOT_RUNNING, EXIT_UNKNOWN = 0, 3, 4
+
+
+@dataclasses.dataclass(frozen=True)
+class Status:
+    installed: bool
+    user: str
+    uid: int | None
+    unit_load: str = "unknown"
+    unit_active: str = "unknown"
+    unit_sub: str = "unknown"
+    since_usec: int = 0
+    manager_running: bool = False
+    healthy: bool = False
+    container_health: str = "none"
+    image: str = ""
+    image_id: str | None = None
+    ports: tuple[str, ...] = ()
+    url: str = ""
+    linger: bool = False
+    config_dir: str = ""
+    token_file: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        if not self.installed:
+            return EXIT_UNKNOWN
+        return EXIT_RUNNING if self.unit_active == "active" and self.healthy else EXIT_NOT_RUNNING
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["ports"] = list(self.ports)
+        d["since"] = _iso(self.since_usec)
+        d["exit_code"] = self.exit_code
+        return d
+
+
+def _iso(usec: int) -> str | None:
+    if not usec:
+        return None
+    return datetime.datetime.fromtimestamp(usec / 1e6, datetime.timezone.utc).isoformat(
+        timespec="seconds")
+
+
+def collect(s: Settings) -> Status:
+    acct = account.lookup("/etc", s.user)
+    if acct is None:
+        return Status(installed=False, user=s.user, uid=None, url=s.url,
+                      config_dir=s.config_dir, token_file=s.env_file)
+    sp = container.spec(s)
+    fields: dict[str, Any] = {
+        "installed": True, "user": acct.name, "uid": acct.uid, "url": s.url,
+        "config_dir": s.config_dir, "token_file": s.env_file, "image": s.image,
+        "ports": tuple(p.spec() for p in sp.ports),
+        "linger": bus.linger_enabled(acct.uid),
+        "manager_running": os.path.exists(bus.private_socket(acct.uid)),
+    }
+    if fields["manager_running"]:
+        with bus.UserManager(acct.uid) as mgr:
+            st = mgr.state(UNIT)
+        fields.update(unit_load=st.load, unit_active=st.active, unit_sub=st.sub,
+                      since_usec=st.since_usec)
+    else:
+        fields.update(unit_active="inactive", unit_sub="user manager not running")
+    who = acct.identity()
+    fields["image_id"] = podman.image_id(who, s.image)
+    info = podman.inspect_container(who, s.container_name)
+    if info is not None:
+        state = info.get("State", {})
+        hc = state.get("Health") or state.get("Healthcheck") or {}
+        fields["container_health"] = hc.get("Status") or state.get("Status", "unknown")
+    fields["healthy"] = health.healthy(s)
+    return Status(**fields)
+
+
+def format_text(st: Status) -> str:
+    if not st.installed:
+        return (f"{UNIT}: not installed (no account {st.user})\n"
+                "  run: sudo theiaosctl setup")
+    since = _iso(st.since_usec)
+    state = f"{st.unit_active} ({st.unit_sub})" + (f" since {since}" if since else "")
+    if st.unit_load not in ("loaded", "unknown"):
+        state += f", unit {st.unit_load}"
+    image_id = st.image_id[:12] if st.image_id else "missing: see sudo theiaosctl doctor"
+    lines = [
+        f"{UNIT}: {state}",
+        f"  gateway:   {'answers' if st.healthy else 'does not answer'} ({st.url}healthz)",
+        f"  container: {st.container_health}",
+        f"  image:     {st.image} ({image_id})",
+        f"  ports:     {', '.join(st.ports)}",
+        f"  url:       {st.url}",
+        f"  linger:    {'yes' if st.linger else 'no'}",
+        f"  config:    {st.config_dir}",
+        f"  token:     THEIAOS_GATEWAY_TOKEN in {st.token_file} (sudo theiaosctl token show)",
+    ]
+    return "\n".join(lines)
+
+
+def format_json(st: Status) -> str:
+    return json.dumps(st.as_dict(), indent=2, sort_keys=True)
