@@ -110,6 +110,15 @@ def private_socket(uid: int) -> str:
     return f"/run/user/{uid}/systemd/private"
 
 
+#: Tests point this at a bus where python-dbusmock plays the user manager.
+TEST_BUS_ENV = "THEIAOS_TEST_USER_MANAGER_BUS"
+
+
+def manager_running(uid: int) -> bool:
+    """Whether the user manager of ``uid`` is up (its private socket exists)."""
+    return bool(os.environ.get(TEST_BUS_ENV)) or os.path.exists(private_socket(uid))
+
+
 def wait_for_user_manager(uid: int, timeout: float = 60.0) -> None:
     """Lingering starts ``user@UID.service`` asynchronously: wait for its socket."""
     deadline = time.monotonic() + timeout
@@ -144,6 +153,9 @@ class UserManager:
 
     def __init__(self, uid: int, address: str | None = None, peer_to_peer: bool = True):
         self.uid = uid
+        test_bus = os.environ.get(TEST_BUS_ENV)
+        if address is None and test_bus:
+            address, peer_to_peer = test_bus, False
         self.address = address or f"unix:path={private_socket(uid)}"
         self.peer_to_peer = peer_to_peer
         self._bus: Any = None

@@ -87,7 +87,7 @@ def _linger(s: Settings, acct: Account) -> Check:
 
 
 def _manager(s: Settings, acct: Account) -> Check:
-    if os.path.exists(bus.private_socket(acct.uid)):
+    if bus.manager_running(acct.uid):
         return Check("user-manager", True, f"user@{acct.uid}.service is running")
     return Check("user-manager", False, f"the user manager of {acct.name} is not running",
                  f"sudo systemctl start user@{acct.uid}.service")
@@ -97,7 +97,7 @@ def _unit(s: Settings, acct: Account) -> Check:
     if not os.path.exists(s.quadlet_path):
         return Check("quadlet-unit", False, f"{s.quadlet_path} is missing (manual mode?)",
                      "sudo theiaosctl setup --quadlet")
-    if not os.path.exists(bus.private_socket(acct.uid)):
+    if not bus.manager_running(acct.uid):
         return Check("quadlet-unit", False, "cannot ask the user manager (not running)",
                      f"sudo systemctl start user@{acct.uid}.service")
     with bus.UserManager(acct.uid) as mgr:

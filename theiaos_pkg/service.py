@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 from . import bus, health, journal
@@ -15,7 +14,7 @@ HEALTH_TIMEOUT = 120.0
 
 
 def manager_running(acct: Account) -> bool:
-    return os.path.exists(bus.private_socket(acct.uid))
+    return bus.manager_running(acct.uid)
 
 
 def is_active(acct: Account) -> bool:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import os
 from typing import Any
 
 from . import account, bus, container, health, podman
+from .errors import CommandError
 from .settings import UNIT, Settings
 
 EXIT_RUNNING, EXIT_NOT_RUNNING, EXIT_UNKNOWN = 0, 3, 4
@@ -33,6 +33,7 @@ class Status:
     linger: bool = False
     config_dir: str = ""
     token_file: str = ""
+    problem: str = ""  # what could not be asked (status shows what it can)
 
     @property
     def exit_code(self) -> int:
@@ -55,8 +56,8 @@ def _iso(usec: int) -> str | None:
         timespec="seconds")
 
 
-def collect(s: Settings) -> Status:
-    acct = account.lookup("/etc", s.user)
+def collect(s: Settings, etc: str = "/etc") -> Status:
+    acct = account.lookup(etc, s.user)
     if acct is None:
         return Status(installed=False, user=s.user, uid=None, url=s.url,
                       config_dir=s.config_dir, token_file=s.env_file)
@@ -66,7 +67,7 @@ def collect(s: Settings) -> Status:
         "config_dir": s.config_dir, "token_file": s.env_file, "image": s.image,
         "ports": tuple(p.spec() for p in sp.ports),
         "linger": bus.linger_enabled(acct.uid),
-        "manager_running": os.path.exists(bus.private_socket(acct.uid)),
+        "manager_running": bus.manager_running(acct.uid),
     }
     if fields["manager_running"]:
         with bus.UserManager(acct.uid) as mgr:
@@ -76,8 +77,12 @@ def collect(s: Settings) -> Status:
     else:
         fields.update(unit_active="inactive", unit_sub="user manager not running")
     who = acct.identity()
-    fields["image_id"] = podman.image_id(who, s.image)
-    info = podman.inspect_container(who, s.container_name)
+    try:
+        fields["image_id"] = podman.image_id(who, s.image)
+        info = podman.inspect_container(who, s.container_name)
+    except CommandError as exc:
+        fields["problem"] = exc.message
+        info = None
     if info is not None:
         state = info.get("State", {})
         hc = state.get("Health") or state.get("Healthcheck") or {}
@@ -106,6 +111,8 @@ def format_text(st: Status) -> str:
         f"  config:    {st.config_dir}",
         f"  token:     THEIAOS_GATEWAY_TOKEN in {st.token_file} (sudo theiaosctl token show)",
     ]
+    if st.problem:
+        lines.append(f"  problem:   {st.problem}")
     return "\n".join(lines)
 
 

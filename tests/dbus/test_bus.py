@@ -4,75 +4,22 @@ user manager's load/start/stop/restart/reload sequence, through real pystemd."""
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 
+import dbus
 import pytest
 
-dbusmock = pytest.importorskip("dbusmock")
-import dbus  # noqa: E402  (python3-dbus comes with python3-dbusmock)
+from theiaos_pkg import bus
+from theiaos_pkg.errors import BusError
 
-from theiaos_pkg import bus  # noqa: E402
-from theiaos_pkg.errors import BusError  # noqa: E402
-
-UID = 990
-USER_PATH = f"/org/freedesktop/login1/user/_{UID}"
-
-SET_LINGER = """
-path = '/org/freedesktop/login1/user/_%d' % args[0]
-if path not in objects:
-    self.AddObject(path, 'org.freedesktop.login1.User',
-                   {'UID': dbus.UInt32(args[0]), 'Linger': dbus.Boolean(args[1])}, [])
-else:
-    objects[path].UpdateProperties('org.freedesktop.login1.User',
-                                   {'Linger': dbus.Boolean(args[1])})
-self.calls = getattr(self, 'calls', 0) + 1
-"""
-GET_USER = """
-path = '/org/freedesktop/login1/user/_%d' % args[0]
-if path not in objects:
-    raise dbus.exceptions.DBusException('No user %d known' % args[0],
-                                        name='org.freedesktop.login1.NoSuchUser')
-ret = dbus.ObjectPath(path)
-"""
-LOAD_UNIT = """
-if args[0] not in self.units:
-    raise dbus.exceptions.DBusException('Unit %s not found.' % args[0],
-                                        name='org.freedesktop.systemd1.NoSuchUnit')
-ret = dbus.ObjectPath(self.units[args[0]])
-"""
-RESTART_UNIT = """
-objects[self.units[args[0]]].UpdateProperties('org.freedesktop.systemd1.Unit',
-                                              {'ActiveState': 'active', 'SubState': 'running'})
-ret = dbus.ObjectPath('/org/freedesktop/systemd1/job/99')
-"""
-
-
-class Buses(dbusmock.DBusTestCase):  # type: ignore[misc]
-    """DBusTestCase's class methods manage the private dbus-daemons."""
-
-
-@pytest.fixture(scope="module")
-def buses() -> Iterator[type[Buses]]:
-    Buses.start_system_bus()
-    Buses.start_session_bus()
-    yield Buses
-    Buses.tearDownClass()
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    proc.wait(10)
+from .conftest import UID
 
 
 @pytest.fixture
-def logind(buses: type[Buses]) -> Iterator[dbus.Interface]:
-    proc, obj = buses.spawn_server_template("logind", {}, subprocess.DEVNULL)
-    mock = dbus.Interface(obj, dbusmock.MOCK_IFACE)
-    mock.AddMethod("org.freedesktop.login1.Manager", "SetUserLinger", "ubb", "", SET_LINGER)
-    mock.AddMethod("org.freedesktop.login1.Manager", "GetUser", "u", "o", GET_USER)
-    yield mock
-    _stop(proc)
+def mgr(manager: dbus.Interface) -> Iterator[tuple[dbus.Interface, bus.UserManager]]:
+    address = os.environ["DBUS_SESSION_BUS_ADDRESS"]
+    with bus.UserManager(UID, address=address, peer_to_peer=False) as m:
+        yield manager, m
 
 
 def test_linger_is_enabled_once(logind: dbus.Interface) -> None:
@@ -94,30 +41,8 @@ def test_logind_refusal_is_reported(logind: dbus.Interface) -> None:
         bus.enable_linger(UID)
 
 
-@pytest.fixture
-def manager(buses: type[Buses]) -> Iterator[tuple[dbus.Interface, bus.UserManager]]:
-    proc, obj = buses.spawn_server_template("systemd", {}, subprocess.DEVNULL,
-                                            system_bus=False)
-    mock = dbus.Interface(obj, dbusmock.MOCK_IFACE)
-    mock.AddMockUnit("theiaos.service")
-    iface = "org.freedesktop.systemd1.Manager"
-    mock.AddMethod(iface, "Reload", "", "", "self.reloads = getattr(self, 'reloads', 0) + 1")
-    mock.AddMethod(iface, "LoadUnit", "s", "o", LOAD_UNIT)
-    mock.AddMethod(iface, "RestartUnit", "ss", "o", RESTART_UNIT)
-    unit = dbus.Interface(
-        buses.get_dbus(system_bus=False).get_object(
-            "org.freedesktop.systemd1", "/org/freedesktop/systemd1/unit/theiaos_service"),
-        dbusmock.MOCK_IFACE)
-    unit.AddProperty("org.freedesktop.systemd1.Unit", "SubState", "dead")
-    unit.AddProperty("org.freedesktop.systemd1.Unit", "StateChangeTimestamp", dbus.UInt64(7))
-    address = os.environ["DBUS_SESSION_BUS_ADDRESS"]
-    with bus.UserManager(UID, address=address, peer_to_peer=False) as mgr:
-        yield mock, mgr
-    _stop(proc)
-
-
-def test_user_manager_sequence(manager: tuple[dbus.Interface, bus.UserManager]) -> None:
-    mock, mgr = manager
+def test_user_manager_sequence(mgr: tuple[dbus.Interface, bus.UserManager]) -> None:
+    mock, mgr = mgr
     st = mgr.state("theiaos.service")
     assert (st.load, st.active, st.sub, st.since_usec) == ("loaded", "inactive", "dead", 7)
     assert not st.running
@@ -134,8 +59,8 @@ def test_user_manager_sequence(manager: tuple[dbus.Interface, bus.UserManager]) 
     assert list(start[2]) == ["theiaos.service", "replace"]
 
 
-def test_unknown_unit_is_a_bus_error(manager: tuple[dbus.Interface, bus.UserManager]) -> None:
-    _mock, mgr = manager
+def test_unknown_unit_is_a_bus_error(mgr: tuple[dbus.Interface, bus.UserManager]) -> None:
+    _mock, mgr = mgr
     with pytest.raises(BusError, match="state of nope.service"):
         mgr.state("nope.service")
 

@@ -54,7 +54,7 @@ def test_quadlet_owned_by_the_account(etc: Path, conf: settings.Settings) -> Non
 def test_changed_setting_rewrites_quadlet(etc: Path, conf: settings.Settings) -> None:
     _prepare(conf, etc)
     moved = settings.load(environ={"THEIAOS_PODMAN_HOME": conf.home,
-                                   "THEIAOS_PODMAN_GATEWAY_HOST_PORT": "28789"}, admin={})
+                                   "THEIAOS_PODMAN_GATEWAY_HOST_PORT": "28789"}, admin={}, mode={})
     out = _prepare(moved, etc)
     assert out.changed("quadlet") and out.changed("gateway-config")
     assert "PublishPort=127.0.0.1:28789:18789" in Path(conf.quadlet_path).read_text()

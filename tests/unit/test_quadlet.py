@@ -29,9 +29,9 @@ CUSTOM = {
 def variants() -> dict[str, str]:
     out = {}
     for label, version in VERSIONS.items():
-        s = settings.load(environ={}, admin={})
+        s = settings.load(environ={}, admin={}, mode={})
         out[f"podman-{label}.container"] = quadlet.render(s, Features(version))
-    custom = settings.load(environ=CUSTOM, admin={})
+    custom = settings.load(environ=CUSTOM, admin={}, mode={})
     out["custom-5.4.container"] = quadlet.render(custom, Features(VERSIONS["5.4"]))
     return out
 

@@ -1,0 +1,124 @@
+"""service.py and status.py against python-dbusmock (logind and the user manager) and
+a real HTTP server standing in for the gateway's /healthz."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import dbus
+import pytest
+
+from theiaos_pkg import bus, service, settings, status
+from theiaos_pkg.account import Account
+from theiaos_pkg.errors import GatewayError
+
+from .conftest import UID
+
+ACCT = Account("theiaos", UID, UID, "/home/theiaos", "/usr/sbin/nologin")
+UNIT_PATH = "/org/freedesktop/systemd1/unit/theiaos_service"
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        self.send_response(200 if self.path == "/healthz" else 404)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def gateway() -> Iterator[int]:
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Health)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv.server_address[1]
+    srv.shutdown()
+    srv.server_close()
+
+
+def _settings(port: int) -> settings.Settings:
+    return settings.load(environ={"THEIAOS_PODMAN_GATEWAY_HOST_PORT": str(port),
+                                  "THEIAOS_PODMAN_BRIDGE_HOST_PORT": str(port + 1)},
+                         admin={}, mode={})
+
+
+@pytest.fixture
+def user_bus(manager: dbus.Interface, monkeypatch: pytest.MonkeyPatch) -> dbus.Interface:
+    import os
+
+    monkeypatch.setenv(bus.TEST_BUS_ENV, os.environ["DBUS_SESSION_BUS_ADDRESS"])
+    return manager
+
+
+def _calls(mock: dbus.Interface) -> list[str]:
+    return [str(c[1]) for c in mock.GetCalls() if c[1] not in ("AddMockUnit", "LoadUnit")]
+
+
+def _set_unit(buses_session: dbus.Interface, **props: str) -> None:
+    buses_session.UpdateProperties("org.freedesktop.systemd1.Unit", props)
+
+
+@pytest.fixture
+def unit(buses: object) -> dbus.Interface:
+    from .conftest import Buses
+
+    obj = Buses.get_dbus(system_bus=False).get_object("org.freedesktop.systemd1", UNIT_PATH)
+    return dbus.Interface(obj, "org.freedesktop.DBus.Mock")
+
+
+def test_bring_up_starts_and_waits_for_health(user_bus: dbus.Interface, gateway: int) -> None:
+    assert service.bring_up(_settings(gateway), ACCT) == "started"
+    assert _calls(user_bus) == ["ResetFailedUnit", "StartUnit"]
+
+
+def test_running_and_answering_is_left_alone(user_bus: dbus.Interface, unit: dbus.Interface,
+                                             gateway: int) -> None:
+    _set_unit(unit, ActiveState="active", SubState="running")
+    assert service.bring_up(_settings(gateway), ACCT) == "unchanged"
+    assert _calls(user_bus) == []
+    assert service.bring_up(_settings(gateway), ACCT, reload=True, restart=True) == "restarted"
+    assert _calls(user_bus) == ["Reload", "RestartUnit"]
+
+
+def test_failed_start_is_reported_at_once(user_bus: dbus.Interface, gateway: int) -> None:
+    user_bus.AddMethod(
+        "org.freedesktop.systemd1.Manager", "StartUnit", "ss", "o",
+        f"objects['{UNIT_PATH}'].UpdateProperties('org.freedesktop.systemd1.Unit', "
+        "{'ActiveState': 'failed', 'SubState': 'failed'}); "
+        "ret = dbus.ObjectPath('/org/freedesktop/systemd1/job/1')")
+    with pytest.raises(GatewayError, match=r"theiaos.service is failed \(failed\) and "
+                       r"http://127.0.0.1:\d+/healthz does not answer"):
+        service.bring_up(_settings(gateway + 2), ACCT)  # nothing listens there
+
+
+def test_stop(user_bus: dbus.Interface, unit: dbus.Interface) -> None:
+    _set_unit(unit, ActiveState="active", SubState="running")
+    st = service.stop(ACCT)
+    assert st is not None and st.active == "inactive"
+    assert _calls(user_bus) == ["StopUnit"]
+
+
+def test_status_collects_from_the_buses(user_bus: dbus.Interface, unit: dbus.Interface,
+                                        logind: dbus.Interface, gateway: int,
+                                        tmp_path: Path) -> None:
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "passwd").write_text(f"theiaos:x:{UID}:{UID}::/home/theiaos:/usr/sbin/nologin\n")
+    s = _settings(gateway)
+    st = status.collect(s, etc=str(etc))
+    assert (st.installed, st.unit_active, st.healthy, st.linger) == (True, "inactive", True, False)
+    assert st.exit_code == status.EXIT_NOT_RUNNING
+    _set_unit(unit, ActiveState="active", SubState="running")
+    bus.enable_linger(UID)
+    st = status.collect(s, etc=str(etc))
+    assert (st.unit_active, st.unit_sub, st.linger, st.exit_code) == ("active", "running", True, 0)
+    text = status.format_text(st)
+    assert text.startswith("theiaos.service: active (running) since 1970-01-01T00:00:00+00:00")
+    assert f"ports:     127.0.0.1:{gateway}:18789, 127.0.0.1:{gateway + 1}:18790" in text
+    assert '"exit_code": 0' in status.format_json(st)
+    missing = status.collect(s, etc=str(tmp_path))  # no passwd there: not installed
+    assert missing.exit_code == status.EXIT_UNKNOWN

@@ -1,0 +1,110 @@
+"""theiaosctl's parsing and output formatting, and the pure helpers behind its verbs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from theiaos_pkg import cli, container, doctor, gateway, podman, settings
+
+
+def parse(*argv: str) -> object:
+    return cli.parser().parse_args(list(argv))
+
+
+def test_every_verb_parses_and_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    verbs = ["status", "start", "stop", "restart", "logs", "setup", "launch", "token",
+             "image", "doctor", "url"]
+    for verb in verbs:
+        with pytest.raises(SystemExit) as info:
+            parse(verb, "--help")
+        assert info.value.code == 0
+        assert f"usage: theiaosctl {verb}" in capsys.readouterr().out
+
+
+def test_arguments() -> None:
+    a = parse("status", "--json")
+    assert a.json is True and a.func is cli.cmd_status
+    a = parse("logs", "-n", "5", "-f", "--since", "today")
+    assert (a.lines, a.follow, a.since) == (5, True, "today")
+    assert parse("setup", "--container").mode == "container"
+    assert parse("setup").mode is None
+    assert parse("launch", "setup").what == "setup" and parse("launch").what is None
+    a = parse("token", "rotate", "--show")
+    assert (a.action, a.show) == ("rotate", True)
+    a = parse("image", "load", "-")
+    assert (a.action, a.source) == ("load", "-")
+
+
+@pytest.mark.parametrize("argv", [
+    ["setup", "--quadlet", "--container"],
+    ["token", "print"],
+    ["image", "push"],
+    ["launch", "now"],
+    ["logs", "-n", "many"],
+    [],
+])
+def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        parse(*argv)
+    assert info.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse("--version")
+    assert capsys.readouterr().out.startswith("theiaosctl 0.")
+
+
+def test_read_only_verbs() -> None:
+    assert {"status", "url", "doctor", "image list"} == cli.READ_ONLY
+
+
+def test_doctor_line_format() -> None:
+    ok = doctor.Check("linger", True, "lingering is on", "never shown")
+    bad = doctor.Check("subids", False, "no range", "sudo theiaosctl setup")
+    assert ok.line() == "[ok] linger: lingering is on"
+    assert bad.line() == "[FAIL] subids: no range\n       fix: sudo theiaosctl setup"
+
+
+def test_manual_mode_runs_the_same_container_as_the_quadlet() -> None:
+    s = settings.load(environ={"THEIAOS_PODMAN_GATEWAY_HOST_PORT": "28789"}, admin={}, mode={})
+    argv = container.run_argv(container.spec(s), 990, 991)
+    assert argv[:5] == ["podman", "run", "--replace", "--name", "theiaos"]
+    assert "--userns=keep-id" in argv and argv[argv.index("--user") + 1] == "990:991"
+    assert argv[argv.index("--env-file") + 1] == "/home/theiaos/.theiaos/.env"
+    assert "/home/theiaos/.theiaos:/home/node/.theiaos:Z" in argv
+    assert "127.0.0.1:28789:18789" in argv and "--detach" in argv and "--pull=never" in argv
+    assert argv[-7:] == ["node", "dist/index.js", "gateway", "--bind", "lan", "--port", "18789"]
+    assert not any("TOKEN" in a for a in argv)
+    wizard = container.run_argv(container.spec(s), 990, 991, onboard=True)
+    assert wizard[-3:] == ["node", "dist/index.js", "onboard"]
+    assert "-it" in wizard and "--publish" not in wizard and "BROWSER=echo" in wizard
+
+
+def test_replace_token() -> None:
+    assert gateway.replace_token("A=1\nTHEIAOS_GATEWAY_TOKEN=old\n", "new") == \
+        "A=1\nTHEIAOS_GATEWAY_TOKEN=new\n"
+    assert gateway.replace_token("A=1", "new") == "A=1\nTHEIAOS_GATEWAY_TOKEN=new\n"
+
+
+def test_loaded_names() -> None:
+    assert podman.loaded_names("Getting image source signatures\nLoaded image: "
+                               "localhost/theiaos:local\n") == ["localhost/theiaos:local"]
+    assert podman.loaded_names("Loaded image(s): a:1,b:2\n") == ["a:1", "b:2"]
+    assert podman.loaded_names("nothing\n") == []
+
+
+def test_mode_file(tmp_path: Path) -> None:
+    f = tmp_path / "mode"
+    assert settings.read_mode_file(f) == {}
+    f.write_text("container\n")
+    mode = settings.read_mode_file(f)
+    assert mode == {"THEIAOS_PODMAN_QUADLET": "0"}
+    assert settings.load(environ={}, admin={}, mode=mode).quadlet is False
+    assert settings.load(environ={"THEIAOS_PODMAN_QUADLET": "1"}, admin={}, mode=mode).quadlet
+    f.write_text("sometimes\n")
+    with pytest.raises(settings.SettingError, match="unknown mode"):
+        settings.read_mode_file(f)
