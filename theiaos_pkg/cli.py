@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.debug:
         logging.basicConfig(level=logging.DEBUG, format="%(message)s")
-    verb = args.verb + (f" {args.action}" if args.verb == "image" else "")
+    verb = args.verb + (f" {args.action}" if args.verb in ("image", "token") else "")
     try:
         s = settings.load()
         if not _allowed(verb, s):

@@ -90,4 +90,7 @@ def run_argv(sp: Spec, uid: int, gid: int, *, onboard: bool = False) -> list[str
     for port in sp.ports:
         argv += ["--publish", port.spec()]
     pull = "never" if sp.image.startswith("localhost/") else "missing"
-    return [*argv, "--detach", f"--pull={pull}", sp.image, *sp.command]
+    # k8s-file, not the journal: a system account cannot read its own lines in the
+    # system journal, and `sudo -u theiaos podman logs -f theiaos` must show them.
+    return [*argv, "--detach", f"--pull={pull}", "--log-driver", "k8s-file", sp.image,
+            *sp.command]

@@ -123,10 +123,14 @@ def build(who: Identity, image: str, context: str) -> None:
 
 
 def pull(who: Identity, ref: str, image: str) -> None:
-    if stream(["podman", "pull", ref], as_user=who):
-        raise CommandError(f"podman pull {ref} (as {who.name}) failed")
+    """``podman pull REF`` (any transport: registry, docker-archive:, oci-archive:, …),
+    then tag what it pulled as the gateway's image."""
+    proc = run(["podman", "pull", ref], as_user=who, timeout=None)
+    lines = proc.stdout.split()
+    if not lines:
+        raise CommandError(f"podman pull {ref} (as {who.name}) printed no image id")
     if ref != image:
-        run(["podman", "tag", ref, image], as_user=who)
+        run(["podman", "tag", lines[-1], image], as_user=who)
 
 
 def loaded_names(output: str) -> list[str]:

@@ -7,89 +7,15 @@ The lab shares the host's network, so the gateway is probed from here on 127.0.0
 
 from __future__ import annotations
 
-import http.client
 import json
-import os
 import re
-import shutil
-import socket
 import stat
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from theiaos_pkg import subids
-from theiaos_pkg.gateway import token_of
 
-from ..lab import Lab, build_test_image
+from .conftest import DEB_IN_LAB, HOME, Installed, http_get, lab_only
 
-pytestmark = [
-    pytest.mark.lab,
-    pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (systemd-nspawn, nsenter)"),
-    pytest.mark.skipif(shutil.which("systemd-nspawn", path="/usr/sbin:/usr/bin") is None,
-                       reason="systemd-nspawn not found (make deps)"),
-]
-
-DEB_IN_LAB = "/var/tmp/theiaos-podman.deb"
-HOME = "/home/theiaos"
-
-
-def _http(path: str, token: str | None = None) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", 18789, timeout=5)
-    try:
-        conn.request("GET", path, headers={"Authorization": f"Bearer {token}"} if token else {})
-        return conn.getresponse().status
-    finally:
-        conn.close()
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-class Installed:
-    def __init__(self, lab: Lab, install_output: str, start_output: str) -> None:
-        self.lab = lab
-        self.install_output = install_output
-        self.start_output = start_output
-        self.acct = lab.account("theiaos")
-
-    def path(self, path: str) -> Path:
-        return self.lab.host_path(path)
-
-    def token(self) -> str:
-        tok = token_of(self.path(f"{HOME}/.theiaos/.env").read_text())
-        assert tok
-        return tok
-
-    def ctl(self, *args: str, check: bool = False) -> tuple[int, str]:
-        proc = self.lab.run("theiaosctl", *args, check=check, timeout=400)
-        return proc.returncode, proc.stdout + proc.stderr
-
-
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
-    deb = os.environ.get("THEIAOS_DEB")
-    if not deb or not Path(deb).is_file():
-        pytest.fail("THEIAOS_DEB must name the built .deb: run `make check`")
-    for port in (18789, 18790):
-        assert _port_free(port), f"127.0.0.1:{port} is busy on the host (the lab shares it)"
-    with Lab(tmp_path_factory.mktemp("lab")) as lab:
-        lab.put(Path(deb), DEB_IN_LAB)
-        proc = lab.run("apt-get", "install", "-y", DEB_IN_LAB, check=False,
-                       timeout=600, env={"DEBIAN_FRONTEND": "noninteractive"})
-        install = proc.stdout + proc.stderr
-        assert proc.returncode == 0, install
-        build_test_image(lab, "theiaos")
-        start = lab.run("theiaosctl", "start", check=False, timeout=400)
-        assert start.returncode == 0, start.stdout + start.stderr
-        yield Installed(lab, install, start.stdout + start.stderr)
+pytestmark = lab_only
 
 
 def test_install_without_image_says_how_to_provide_it(installed: Installed) -> None:
@@ -149,9 +75,9 @@ def test_unit_active_as_the_product_doc_asks(installed: Installed) -> None:
 
 
 def test_gateway_answers_and_checks_the_token(installed: Installed) -> None:
-    assert _http("/healthz") == 200
-    assert _http("/") == 401
-    assert _http("/", installed.token()) == 200
+    assert http_get("/healthz") == 200
+    assert http_get("/") == 401
+    assert http_get("/", installed.token()) == 200
 
 
 def test_token_in_no_command_line(installed: Installed) -> None:
@@ -201,7 +127,7 @@ def test_stop_then_start(installed: Installed) -> None:
     assert code == 3, out
     code, out = installed.ctl("start")
     assert code == 0 and "answers at http://127.0.0.1:18789/" in out, out
-    assert _http("/healthz") == 200
+    assert http_get("/healthz") == 200
 
 
 def test_start_failure_says_why_with_the_journal(installed: Installed) -> None:
@@ -219,7 +145,7 @@ def test_start_failure_says_why_with_the_journal(installed: Installed) -> None:
         cfg.write_text(good)
     code, out = installed.ctl("start")  # running but not answering: start restarts it
     assert code == 0, out
-    assert _http("/healthz") == 200
+    assert http_get("/healthz") == 200
 
 
 def test_non_root_gets_the_sudo_form(installed: Installed) -> None:
@@ -245,4 +171,4 @@ def test_configure_failure_fails_the_install_visibly(installed: Installed) -> No
     finally:
         admin.unlink()
     lab.run("dpkg", "--configure", "-a", timeout=600)
-    assert _http("/healthz") == 200
+    assert http_get("/healthz") == 200

@@ -77,6 +77,7 @@ def test_manual_mode_runs_the_same_container_as_the_quadlet() -> None:
     assert argv[argv.index("--env-file") + 1] == "/home/theiaos/.theiaos/.env"
     assert "/home/theiaos/.theiaos:/home/node/.theiaos:Z" in argv
     assert "127.0.0.1:28789:18789" in argv and "--detach" in argv and "--pull=never" in argv
+    assert "k8s-file" in argv
     assert argv[-7:] == ["node", "dist/index.js", "gateway", "--bind", "lan", "--port", "18789"]
     assert not any("TOKEN" in a for a in argv)
     wizard = container.run_argv(container.spec(s), 990, 991, onboard=True)
