@@ -33,7 +33,7 @@ $(VENV)/.done: Makefile
 
 deb: $(DEB)
 
-$(DEB): deps $(shell git ls-files theiaos_pkg units debian docs completions) pyproject.toml setup.py stdeb.cfg MANIFEST.in
+$(DEB): deps $(shell git ls-files theiaos_pkg units debian docs completions bin) pyproject.toml setup.py stdeb.cfg MANIFEST.in
 	rm -rf build/deb *.egg-info && mkdir -p build/deb dist
 	PATH=/usr/bin:/bin:/usr/sbin:/sbin $(PY) setup.py --command-packages=stdeb.command \
 		sdist_dsc --dist-dir build/deb --ignore-install-requires --compat 13 \

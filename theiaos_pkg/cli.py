@@ -7,35 +7,27 @@ account itself may run the read-only verbs (status, url, doctor, image list).
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import pwd
 import sys
+from typing import TYPE_CHECKING
 
-from . import (
-    __version__,
-    account,
-    configure,
-    doctor,
-    files,
-    gateway,
-    journal,
-    manual,
-    podman,
-    service,
-    settings,
-    status,
-)
-from .account import Account
+from . import __version__, settings
 from .errors import TheiaosError
-from .files import Perm
-from .run import stream
 from .settings import UNIT, Settings
+
+if TYPE_CHECKING:
+    from .account import Account
+
+# Verbs import what they use when they run: `theiaosctl status` must start fast
+# (bench/status_bench.py), so it loads neither jinja2 nor the setup steps nor doctor.
 
 READ_ONLY = {"status", "url", "doctor", "image list"}
 
 
 def _account(s: Settings) -> Account:
+    from . import account
+
     acct = account.lookup("/etc", s.user)
     if acct is None:
         raise TheiaosError(f"account {s.user} does not exist: the gateway is not set up",
@@ -48,12 +40,16 @@ def _report(line: str) -> None:
 
 
 def cmd_status(s: Settings, args: argparse.Namespace) -> int:
+    from . import status
+
     st = status.collect(s)
     print(status.format_json(st) if args.json else status.format_text(st))
     return st.exit_code
 
 
 def cmd_start(s: Settings, args: argparse.Namespace) -> int:
+    from . import configure
+
     if not s.quadlet:
         raise TheiaosError("manual mode (setup --container): there is no service to start",
                            "sudo theiaosctl launch, or sudo theiaosctl setup --quadlet")
@@ -63,12 +59,16 @@ def cmd_start(s: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_stop(s: Settings, args: argparse.Namespace) -> int:
+    from . import service
+
     st = service.stop(_account(s))
     print(f"{UNIT}: {st.active if st else 'inactive (user manager not running)'}")
     return 0 if st is None or st.active in ("inactive", "failed") else 1
 
 
 def cmd_restart(s: Settings, args: argparse.Namespace) -> int:
+    from . import service
+
     acct = _account(s)
     if not service.manager_running(acct):
         return cmd_start(s, args)
@@ -78,12 +78,18 @@ def cmd_restart(s: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_logs(s: Settings, args: argparse.Namespace) -> int:
+    from . import journal
+    from .run import stream
+
     acct = _account(s)
     lines = None if args.follow and args.lines is None else (args.lines or 100)
     return stream(journal.argv(acct.uid, lines, args.follow, args.since))
 
 
 def cmd_setup(s: Settings, args: argparse.Namespace) -> int:
+    from . import configure, files
+    from .files import Perm
+
     if args.mode and "THEIAOS_PODMAN_QUADLET" not in os.environ:
         files.ensure_dir(str(settings.MODE_FILE.parent), Perm(0, 0, 0o755),
                          parents=Perm(0, 0, 0o755))
@@ -95,6 +101,8 @@ def cmd_setup(s: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_launch(s: Settings, args: argparse.Namespace) -> int:
+    from . import manual
+
     acct = _account(s)
     if args.what == "setup":
         return manual.onboard(s, acct)
@@ -104,6 +112,8 @@ def cmd_launch(s: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_token(s: Settings, args: argparse.Namespace) -> int:
+    from . import gateway
+
     acct = _account(s)
     if args.action == "show":
         token = gateway.read_token(s)
@@ -120,6 +130,8 @@ def cmd_token(s: Settings, args: argparse.Namespace) -> int:
 
 
 def _restart_if_running(s: Settings, acct: Account) -> None:
+    from . import service
+
     if s.quadlet and service.is_active(acct):
         service.bring_up(s, acct, restart=True)
         print(f"{UNIT} restarted; the gateway answers at {s.url}")
@@ -128,6 +140,8 @@ def _restart_if_running(s: Settings, acct: Account) -> None:
 
 
 def cmd_image(s: Settings, args: argparse.Namespace) -> int:
+    from . import podman
+
     acct = _account(s)
     who = acct.identity()
     if args.action == "list":
@@ -158,6 +172,8 @@ def cmd_image(s: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(s: Settings, args: argparse.Namespace) -> int:
+    from . import doctor
+
     checks = doctor.run_checks(s)
     for check in checks:
         print(check.line())
@@ -228,7 +244,9 @@ def _allowed(verb: str, s: Settings) -> bool:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.debug:
-        logging.basicConfig(level=logging.DEBUG, format="%(message)s")
+        from . import run
+
+        run.DEBUG = True
     verb = args.verb + (f" {args.action}" if args.verb in ("image", "token") else "")
     try:
         s = settings.load()

@@ -156,3 +156,30 @@ def load(who: Identity, archive: IO[bytes], image: str) -> list[str]:
 
 def images(who: Identity) -> int:
     return stream(["podman", "images"], as_user=who)
+
+
+def fast_state(who: Identity, unit_stem: str, image: str) -> tuple[str, str | None] | None:
+    """(container health, image id) from Podman's own files, without starting podman
+    (status must be quick): the Quadlet's cidfile, the healthcheck log in the run root
+    and the image list of the default storage. None when any is not where the default
+    storage puts it (custom storage.conf, manual mode): ask podman then."""
+    from . import files
+
+    run_root = f"{who.runtime_dir}/containers"
+    graph_root = f"{who.home}/.local/share/containers/storage"
+    cid = files.read_bytes(f"{who.runtime_dir}/{unit_stem}.cid")
+    images_json = files.read_bytes(f"{graph_root}/overlay-images/images.json")
+    if not cid or images_json is None or not re.fullmatch(rb"[0-9a-f]{64}\s*", cid):
+        return None
+    try:
+        images = json.loads(images_json)
+    except ValueError:
+        return None
+    image_id = next((i.get("id") for i in images if image in (i.get("names") or [])), None)
+    log = files.read_bytes(f"{run_root}/overlay-containers/{cid.decode().strip()}/healthcheck.log")
+    if log is None:
+        return "starting", image_id
+    try:
+        return str(json.loads(log).get("Status") or "starting"), image_id
+    except ValueError:
+        return None

@@ -1,6 +1,6 @@
 """The only door to other programs.
 
-``run()`` pins the locale, logs ``+ argv`` at debug level, turns a missing program
+``run()`` pins the locale, echoes ``+ argv`` with --debug, turns a missing program
 into one clear error and reports a failure once, with the program's own words.
 Running a program as the service account goes through here too (``as_user``).
 """
@@ -8,16 +8,24 @@ Running a program as the service account goes through here too (``as_user``).
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import shlex
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from typing import IO
 
 from .errors import CommandError
 
-log = logging.getLogger("theiaos")
+#: Set by `theiaosctl --debug`: every command is echoed to stderr before it runs.
+#: (No logging module: it would cost `theiaosctl status` its start-up time.)
+DEBUG = False
+
+
+def _trace(argv: Sequence[str], as_user: Identity | None) -> None:
+    if DEBUG:
+        who = f"[{as_user.name}] " if as_user else ""
+        print(f"+ {who}{shlex.join(argv)}", file=sys.stderr, flush=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +87,7 @@ def run(
     timeout: float | None = 300,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``argv``; with ``check`` a non-zero exit raises CommandError with its stderr."""
-    log.debug("+ %s%s", f"[{as_user.name}] " if as_user else "", shlex.join(argv))
+    _trace(argv, as_user)
     user, group, groups = _ids(as_user)
     try:
         proc = subprocess.run(
@@ -116,7 +124,7 @@ def stream(
     env: Mapping[str, str] | None = None,
 ) -> int:
     """Run ``argv`` with the terminal attached (output streams through); its exit status."""
-    log.debug("+ %s%s", f"[{as_user.name}] " if as_user else "", shlex.join(argv))
+    _trace(argv, as_user)
     user, group, groups = _ids(as_user)
     try:
         proc = subprocess.run(

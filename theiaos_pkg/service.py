@@ -28,8 +28,7 @@ def bring_up(s: Settings, acct: Account, *, reload: bool = False, restart: bool 
     """Start (or restart) the unit and wait until /healthz answers; what was done.
 
     Restarts when asked (the unit or its config changed) and when it runs but does
-    not answer; resets the unit's failed state and start rate limit first, since an
-    explicit start is no crash loop.
+    not answer.
     """
     with bus.UserManager(acct.uid) as mgr:
         st = mgr.state(UNIT)
@@ -42,11 +41,14 @@ def bring_up(s: Settings, acct: Account, *, reload: bool = False, restart: bool 
                 f"{s.quadlet_path}",
                 f"sudo -u {acct.name} /usr/libexec/podman/quadlet -dryrun -user",
             )
+        # An operator's start or restart is no crash loop: reset the failed state and
+        # the start rate limit first (five quick restarts would otherwise be refused).
         if st.running and (restart or not health.healthy(s)):
+            mgr.reset_failed(UNIT)
             mgr.restart(UNIT)
             action = "restarted"
         elif not st.running:
-            mgr.reset_failed(UNIT)  # also resets the start rate limit a crash loop used up
+            mgr.reset_failed(UNIT)
             mgr.start(UNIT)
             action = "started"
         else:

@@ -19,8 +19,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from dotenv import dotenv_values
-
 from .errors import SettingError
 
 ADMIN_FILE = Path("/etc/theiaos/podman.env")
@@ -191,6 +189,10 @@ def read_admin_file(path: Path = ADMIN_FILE) -> dict[str, str]:
         return {}
     except (OSError, UnicodeDecodeError) as exc:
         raise SettingError(f"{path}: cannot read: {exc}") from None
+    if not any(ln.strip() and not ln.lstrip().startswith("#") for ln in text.splitlines()):
+        return {}  # all commented out (as shipped): no need to load the parser
+    from dotenv import dotenv_values
+
     values = dotenv_values(stream=io.StringIO(text), interpolate=False)
     known = {s.env for s in TABLE}
     out: dict[str, str] = {}

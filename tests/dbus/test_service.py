@@ -81,7 +81,7 @@ def test_running_and_answering_is_left_alone(user_bus: dbus.Interface, unit: dbu
     assert service.bring_up(_settings(gateway), ACCT) == "unchanged"
     assert _calls(user_bus) == []
     assert service.bring_up(_settings(gateway), ACCT, reload=True, restart=True) == "restarted"
-    assert _calls(user_bus) == ["Reload", "RestartUnit"]
+    assert _calls(user_bus) == ["Reload", "ResetFailedUnit", "RestartUnit"]
 
 
 def test_failed_start_is_reported_at_once(user_bus: dbus.Interface, gateway: int) -> None:

@@ -38,6 +38,8 @@ def http_get(path: str, token: str | None = None) -> int:
 
 def port_free(port: int) -> bool:
     with socket.socket() as sock:
+        # SO_REUSEADDR as servers set it: a TIME_WAIT left by an earlier probe is no user
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

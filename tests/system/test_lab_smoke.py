@@ -42,6 +42,8 @@ CONFIG_LOCAL = {"gateway": {"mode": "local"}}
 
 def _require_free_port(port: int) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # SO_REUSEADDR as servers set it: a TIME_WAIT left by an earlier probe is no user
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError as exc:

@@ -109,6 +109,7 @@ def test_doctor_missing_subids(installed: Installed) -> None:
 def test_doctor_port_taken(installed: Installed) -> None:
     assert installed.ctl("stop")[0] == 0
     with socket.socket() as squatter:  # the lab shares this host's network
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", 18789))
         squatter.listen()
         _doctor_fails(installed, "ports", "sudo ss -ltnp 'sport = :18789'")
