@@ -9,12 +9,24 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' theiaos_pkg/__init__.py)
 DEB := dist/theiaos-podman_$(VERSION)-1_all.deb
+# The same code as the next Debian revision: the lifecycle tests upgrade DEB to it.
+DEB_NEXT := dist/theiaos-podman_$(VERSION)-2_all.deb
 # Debian's packages the build, the tests and the lab need on a Debian 12 build machine.
 APT_DEPS := python3 python3-venv python3-pystemd python3-jinja2 python3-dotenv \
 	python3-dbusmock python3-pytest python3-stdeb python3-all python3-setuptools \
 	dh-python debhelper fakeroot build-essential lintian shellcheck dbus \
 	systemd-container mmdebstrap rpm curl
 PIP_DEPS := ruff==0.8.6 mypy==1.13.0
+
+# $(call stdeb,BUILD-DIR,DEBIAN-REVISION): stdeb with Debian's own python3 first on PATH.
+define stdeb
+	rm -rf build/$(1) *.egg-info && mkdir -p build/$(1) dist
+	PATH=/usr/bin:/bin:/usr/sbin:/sbin $(PY) setup.py --command-packages=stdeb.command \
+		sdist_dsc --dist-dir build/$(1) --ignore-install-requires --compat 13 \
+		--debian-version $(2) bdist_deb > build/$(1).log 2>&1 \
+		|| { tail -40 build/$(1).log; exit 1; }
+	cp build/$(1)/theiaos-podman_$(VERSION)-$(2)_all.deb $@
+endef
 
 .PHONY: deps check test deb demo lint clean
 deps: $(VENV)/.done
@@ -33,16 +45,16 @@ $(VENV)/.done: Makefile
 
 deb: $(DEB)
 
-$(DEB): deps $(shell git ls-files theiaos_pkg units debian docs completions bin) pyproject.toml setup.py stdeb.cfg MANIFEST.in
-	rm -rf build/deb *.egg-info && mkdir -p build/deb dist
-	PATH=/usr/bin:/bin:/usr/sbin:/sbin $(PY) setup.py --command-packages=stdeb.command \
-		sdist_dsc --dist-dir build/deb --ignore-install-requires --compat 13 \
-		bdist_deb > build/deb.log 2>&1 || { tail -40 build/deb.log; exit 1; }
-	cp build/deb/theiaos-podman_$(VERSION)-1_all.deb $@
+$(DEB): deps $(shell git ls-files theiaos_pkg units debian docs completions bin etc) pyproject.toml setup.py stdeb.cfg MANIFEST.in
+	$(call stdeb,deb,1)
 	@echo "built $@"
 
-check: deps $(DEB)
-	THEIAOS_DEB=$(abspath $(DEB)) $(VPY) -m pytest -ra $(PYTEST_ARGS)
+$(DEB_NEXT): $(DEB)
+	$(call stdeb,deb2,2)
+
+check: deps $(DEB) $(DEB_NEXT)
+	THEIAOS_DEB=$(abspath $(DEB)) THEIAOS_DEB_NEXT=$(abspath $(DEB_NEXT)) \
+		$(VPY) -m pytest -ra $(PYTEST_ARGS)
 
 test: check
 

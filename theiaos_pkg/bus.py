@@ -105,14 +105,26 @@ def linger_enabled(uid: int) -> bool:
 
 
 def enable_linger(uid: int) -> bool:
-    """Turn lingering on for ``uid`` through logind; True when it was off."""
-    if linger_enabled(uid):
+    """Turn lingering on for ``uid`` through logind; True when it was off.
+
+    Also asks when it is on but the user manager is not running (the linger file was
+    written while logind could not be asked): SetUserLinger is what starts it.
+    """
+    was_on = linger_enabled(uid)
+    if was_on and manager_running(uid):
         return False
     with _open(_system_bus(), "connect to the system bus") as bus, \
             _errors(f"logind SetUserLinger({uid})"):
         _call(bus, LOGIN1, LOGIN1_PATH, _LOGIN_MANAGER, b"SetUserLinger", b"ubb",
               uid, True, False)
-    return True
+    return not was_on
+
+
+def disable_linger(uid: int) -> None:
+    with _open(_system_bus(), "connect to the system bus") as bus, \
+            _errors(f"logind SetUserLinger({uid}, false)"):
+        _call(bus, LOGIN1, LOGIN1_PATH, _LOGIN_MANAGER, b"SetUserLinger", b"ubb",
+              uid, False, False)
 
 
 def private_socket(uid: int) -> str:

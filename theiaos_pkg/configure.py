@@ -16,7 +16,7 @@ from .account import Account
 from .errors import TheiaosError
 from .files import Perm
 from .run import run
-from .settings import UNIT, Settings
+from .settings import LINGER_MARKER, STATE_DIR, UNIT, Settings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,8 +98,18 @@ def write_quadlet(s: Settings, acct: Account, features: podman.Features) -> Step
     return Step("quadlet", _state(changed), s.quadlet_path)
 
 
-def activate(s: Settings, acct: Account, out: Outcome, report: Report) -> None:
-    """Linger, user manager, image check, start or restart, wait until healthy."""
+def _mark_linger(name: str) -> None:
+    state = str(STATE_DIR)
+    files.ensure_dir(state, Perm(0, 0, 0o755), parents=Perm(0, 0, 0o755))
+    files.write_bytes(str(LINGER_MARKER), f"{name}\n".encode(), Perm(0, 0, 0o644))
+
+
+def activate(s: Settings, acct: Account, out: Outcome, report: Report,
+             may_start: bool = True) -> None:
+    """Linger, user manager, image check, start or restart, wait until healthy.
+
+    ``may_start`` False (policy-rc.d said no) does everything but start the service.
+    """
 
     def add(step: Step) -> None:
         out.steps.append(step)
@@ -112,30 +122,76 @@ def activate(s: Settings, acct: Account, out: Outcome, report: Report) -> None:
         add(Step("service", "skipped", "manual mode: start the gateway with "
                  "sudo theiaosctl launch"))
         return
-    if not bus.systemd_running():
+    if not bus.systemd_running() or not may_start:
+        # No logind to ask (chroot, image build), or policy-rc.d forbids starting now:
+        # logind reads this file at boot, so the gateway starts with the next boot.
         linger = f"/var/lib/systemd/linger/{acct.name}"
         files.ensure_dir("/var/lib/systemd/linger", Perm(0, 0, 0o755), parents=Perm(0, 0, 0o755))
-        files.write_bytes(linger, b"", Perm(0, 0, 0o644))
-        add(Step("service", "skipped", "systemd is not running (chroot or image build); "
-                 "lingering takes effect at the next boot"))
+        if files.read_bytes(linger) is None:
+            files.write_bytes(linger, b"", Perm(0, 0, 0o644))
+            _mark_linger(acct.name)
+        why = ("systemd is not running (chroot or image build)" if may_start
+               else "policy-rc.d forbids starting services now")
+        add(Step("service", "skipped", f"{why}; lingering takes effect at the next boot"))
         return
-    add(Step("linger", _state(bus.enable_linger(acct.uid))))
+    if bus.enable_linger(acct.uid):
+        _mark_linger(acct.name)
+        add(Step("linger", "changed"))
+    else:
+        add(Step("linger", "unchanged"))
     bus.wait_for_user_manager(acct.uid)
     who = acct.identity()
-    if podman.image_id(who, s.image) is None:
+    image_id = podman.image_id(who, s.image)
+    if image_id is None:
         add(Step("image", "missing", podman.provide_hint(who, s.image)))
         return
-    add(Step("image", "unchanged", s.image))
+    running = podman.running_image(who, s.container_name) if service.is_active(acct) else None
+    new_image = running is not None and running != image_id
+    add(Step("image", "changed" if new_image else "unchanged", f"{s.image} {image_id[:12]}"))
     action = service.bring_up(s, acct, reload=out.changed("quadlet"),
-                              restart=out.changed("quadlet", "gateway-config"))
+                              restart=out.changed("quadlet", "gateway-config", "image"))
     out.healthy = True
     add(Step("service", action, f"{UNIT} answers at {s.url}"))
 
 
-def configure(s: Settings, etc: str = "/etc", report: Report = print) -> Outcome:
+def remove(s: Settings, etc: str, report: Report) -> None:
+    """Before the package goes: stop the gateway, remove our Quadlet (an admin-edited
+    one is kept, and said so), reload, and turn lingering off if we turned it on."""
+    acct = account.lookup(etc, s.user)
+    if acct is None:
+        report(f"remove: no account {s.user}: nothing to stop")
+        return
+    running = bus.systemd_running() and service.manager_running(acct)
+    if running:
+        st = service.stop(acct)
+        report(f"remove: {UNIT} {st.active if st else 'inactive'}")
+        if podman.inspect_container(acct.identity(), s.container_name) is not None:
+            run(["podman", "rm", "--force", s.container_name], as_user=acct.identity())
+            report(f"remove: removed the manual container {s.container_name}")
+    raw = files.read_bytes(s.quadlet_path)
+    if raw is not None and quadlet.edited_by_admin(raw.decode("utf-8", "replace")):
+        report(f"remove: kept {s.quadlet_path} (edited by hand); remove it yourself")
+    elif raw is not None:
+        files.remove(s.quadlet_path)
+        report(f"remove: removed {s.quadlet_path}")
+    if running:
+        with bus.UserManager(acct.uid) as mgr:
+            mgr.reload()
+    marker = files.read_bytes(str(LINGER_MARKER))
+    if marker is not None and marker.decode().strip() == acct.name:
+        if bus.systemd_running():
+            bus.disable_linger(acct.uid)
+        else:
+            files.remove(f"/var/lib/systemd/linger/{acct.name}")
+        files.remove(str(LINGER_MARKER))
+        report(f"remove: lingering turned off for {acct.name} (this package turned it on)")
+
+
+def configure(s: Settings, etc: str = "/etc", report: Report = print,
+              may_start: bool = True) -> Outcome:
     out = Outcome()
     acct = prepare(s, etc, out, report, podman.detect())
-    activate(s, acct, out, report)
+    activate(s, acct, out, report, may_start)
     if out.healthy:
         report(f"Setup complete: the gateway answers at {s.url} "
                f"(its token is THEIAOS_GATEWAY_TOKEN in {s.env_file})")

@@ -105,6 +105,13 @@ def inspect_container(who: Identity, name: str) -> dict[str, Any] | None:
     return data[0] if data else None
 
 
+def running_image(who: Identity, name: str) -> str | None:
+    """The image id the container ``name`` was created from, None without a container."""
+    info = inspect_container(who, name)
+    image = info.get("Image") if info else None
+    return image if isinstance(image, str) else None
+
+
 def cgroups_version(who: Identity) -> str:
     return run(["podman", "info", "--format", "{{.Host.CgroupsVersion}}"],
                as_user=who).stdout.strip()

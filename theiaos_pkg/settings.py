@@ -22,8 +22,12 @@ from typing import Any
 from .errors import SettingError
 
 ADMIN_FILE = Path("/etc/theiaos/podman.env")
+#: The package's own state (removed on purge).
+STATE_DIR = Path("/var/lib/theiaos-podman")
 #: The mode chosen with `theiaosctl setup --quadlet|--container`, kept across upgrades.
-MODE_FILE = Path("/var/lib/theiaos-podman/mode")
+MODE_FILE = STATE_DIR / "mode"
+#: Present when this package turned lingering on (so removing it turns it off again).
+LINGER_MARKER = STATE_DIR / "linger-enabled-by-package"
 
 #: Ports the gateway listens on inside the container (fixed by the image).
 CONTAINER_GATEWAY_PORT = 18789

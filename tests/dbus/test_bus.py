@@ -22,7 +22,8 @@ def mgr(manager: dbus.Interface) -> Iterator[tuple[dbus.Interface, bus.UserManag
         yield manager, m
 
 
-def test_linger_is_enabled_once(logind: dbus.Interface) -> None:
+def test_linger_is_enabled_once(logind: dbus.Interface, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(bus.TEST_BUS_ENV, "unix:path=/nonexistent")  # "the manager runs"
     assert bus.linger_enabled(UID) is False
     assert bus.enable_linger(UID) is True
     assert bus.linger_enabled(UID) is True
@@ -31,6 +32,14 @@ def test_linger_is_enabled_once(logind: dbus.Interface) -> None:
     assert [c[1] for c in calls].count("SetUserLinger") == 1
     set_call = next(c for c in calls if c[1] == "SetUserLinger")
     assert list(set_call[2]) == [UID, True, False]
+
+
+def test_linger_on_but_manager_down_asks_logind_again(logind: dbus.Interface) -> None:
+    """The linger file was written without logind (chroot, policy-rc.d): SetUserLinger
+    is what starts the user manager, so it is called although Linger reads yes."""
+    assert bus.enable_linger(UID) is True
+    assert bus.enable_linger(UID) is False
+    assert [c[1] for c in logind.GetCalls()].count("SetUserLinger") == 2
 
 
 def test_logind_refusal_is_reported(logind: dbus.Interface) -> None:

@@ -1,0 +1,162 @@
+"""The package lifecycle with apt in one booted lab, step by step (the tests run in
+order and share the lab): install, reinstall, upgrade, remove, purge, install again
+(under a policy-rc.d that forbids starting), then a power cycle."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ..lab import Lab, build_test_image
+from .conftest import HOME, http_get, lab_only, port_free
+
+pytestmark = lab_only
+
+DEB1, DEB2 = "/var/tmp/theiaos-podman-1.deb", "/var/tmp/theiaos-podman-2.deb"
+QUADLET = f"{HOME}/.config/containers/systemd/theiaos.container"
+
+
+class Box:
+    """The lab and what the steps remember about it."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.token = ""
+        self.cid = ""
+
+    def apt(self, *args: str) -> str:
+        proc = self.lab.run("apt-get", "-y", *args, check=False, timeout=600,
+                            env={"DEBIAN_FRONTEND": "noninteractive"})
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out
+        return out
+
+    def exists(self, path: str) -> bool:
+        return self.lab.run("test", "-e", path, check=False).returncode == 0
+
+    def read(self, path: str) -> str:
+        return self.lab.run("cat", path).stdout
+
+    def container_id(self) -> str:
+        proc = self.lab.run_as("theiaos", "podman", "inspect", "--format", "{{.Id}}", "theiaos",
+                               check=False)
+        return proc.stdout.strip()
+
+    def subid_lines(self) -> list[str]:
+        return [ln for f in ("/etc/subuid", "/etc/subgid")
+                for ln in self.read(f).splitlines() if ln.startswith("theiaos:")]
+
+    def linger(self) -> bool:
+        return self.exists("/var/lib/systemd/linger/theiaos")
+
+    def up(self) -> bool:
+        try:
+            return http_get("/healthz") == 200
+        except OSError:
+            return False
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
+    debs = [os.environ.get("THEIAOS_DEB"), os.environ.get("THEIAOS_DEB_NEXT")]
+    if not all(debs):
+        pytest.fail("THEIAOS_DEB and THEIAOS_DEB_NEXT must name two builds: run `make check`")
+    assert port_free(18789), "127.0.0.1:18789 is busy on the host (the lab shares it)"
+    with Lab(tmp_path_factory.mktemp("lifecycle-deb")) as lab:
+        lab.put(Path(str(debs[0])), DEB1)
+        lab.put(Path(str(debs[1])), DEB2)
+        yield Box(lab)
+
+
+def test_install(box: Box) -> None:
+    out = box.apt("install", DEB1)
+    assert "theiaos-podman: image: missing" in out
+    build_test_image(box.lab, "theiaos")
+    box.lab.run("theiaosctl", "start", timeout=400)
+    assert box.up() and box.linger()
+    assert box.exists("/var/lib/theiaos-podman/linger-enabled-by-package")
+    assert box.exists("/etc/theiaos/podman.env")
+    box.token = box.lab.run("theiaosctl", "token", "show").stdout.strip()
+    box.cid = box.container_id()
+    assert len(box.subid_lines()) == 2
+
+
+def test_reinstall_restarts_nothing(box: Box) -> None:
+    out = box.apt("install", "--reinstall", DEB1)
+    assert "theiaos-podman: service: unchanged" in out
+    assert box.container_id() == box.cid and box.up()
+
+
+def test_upgrade_keeps_everything_and_restarts_nothing(box: Box) -> None:
+    out = box.apt("install", DEB2)
+    assert "theiaos-podman: service: unchanged" in out, out
+    version = box.lab.run("dpkg-query", "-W", "-f=${Version}", "theiaos-podman").stdout
+    assert version.endswith("-2")
+    assert box.container_id() == box.cid and box.up()
+    assert box.lab.run("theiaosctl", "token", "show").stdout.strip() == box.token
+    assert len(box.subid_lines()) == 2
+
+
+def test_upgrade_onto_a_new_image_restarts(box: Box) -> None:
+    box.lab.run("sh", "-c", "mkdir -p /var/tmp/ctx && printf 'FROM localhost/theiaos:local\\n"
+                "LABEL rev=2\\n' > /var/tmp/ctx/Dockerfile && chmod -R a+rX /var/tmp/ctx")
+    box.lab.run_as("theiaos", "podman", "build", "-t", "localhost/theiaos:local", "/var/tmp/ctx",
+                   timeout=300)
+    out = box.apt("install", "--reinstall", DEB2)
+    assert "theiaos-podman: image: changed" in out and "service: restarted" in out, out
+    assert box.container_id() != box.cid and box.up()
+    box.cid = box.container_id()
+
+
+def test_remove_stops_and_cleans_up(box: Box) -> None:
+    out = box.apt("remove", "theiaos-podman")
+    assert "remove: removed " + QUADLET in out, out
+    assert "lingering turned off for theiaos" in out
+    assert not box.up() and not box.exists(QUADLET) and not box.linger()
+    # conffile and the user's data stay on remove
+    assert box.exists("/etc/theiaos/podman.env") and box.exists(f"{HOME}/.theiaos/.env")
+    assert not box.exists("/usr/bin/theiaosctl")
+
+
+def test_purge_removes_what_it_owns_and_says_what_it_keeps(box: Box) -> None:
+    out = box.apt("purge", "theiaos-podman")
+    assert "kept, as user data: the theiaos account" in out
+    for gone in ("/etc/theiaos", "/var/lib/theiaos-podman", "/usr/share/theiaos-podman",
+                 "/usr/lib/python3/dist-packages/theiaos_pkg", QUADLET):
+        assert not box.exists(gone), gone
+    for kept in (f"{HOME}/.theiaos/.env", f"{HOME}/.theiaos/theiaos.json",
+                 f"{HOME}/.theiaos/workspace"):
+        assert box.exists(kept), kept
+    assert box.lab.run("getent", "passwd", "theiaos").returncode == 0
+    assert len(box.subid_lines()) == 2
+
+
+def test_install_after_purge_under_policy_rc_d(box: Box) -> None:
+    box.lab.run("sh", "-c", "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && "
+                "chmod 755 /usr/sbin/policy-rc.d")
+    try:
+        out = box.apt("install", DEB2)
+    finally:
+        box.lab.run("rm", "/usr/sbin/policy-rc.d")
+    assert "service: skipped (policy-rc.d forbids starting services now; lingering takes " \
+        "effect at the next boot)" in out, out
+    assert not box.up() and box.linger()
+    assert "account: unchanged" in out and "subids: unchanged" in out
+    box.lab.run("theiaosctl", "start", timeout=400)
+    assert box.up()
+    assert box.lab.run("theiaosctl", "token", "show").stdout.strip() == box.token
+    assert len(box.subid_lines()) == 2 and box.linger()
+
+
+def test_gateway_survives_a_power_cycle(box: Box) -> None:
+    box.lab.power_cycle()
+    proc = box.lab.run("sh", "-c", "for i in $(seq 120); do "
+                       "curl -fsS -o /dev/null http://127.0.0.1:18789/healthz && exit 0; "
+                       "sleep 1; done; exit 1", check=False, timeout=200)
+    assert proc.returncode == 0, box.lab.run("theiaosctl", "status", check=False).stdout
+    out = box.lab.run("theiaosctl", "status").stdout
+    assert re.search(r"theiaos.service: active \(running\)", out)
