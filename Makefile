@@ -2,6 +2,7 @@
 #   make check   install what the tests need, then run every test tier
 #   make demo    build the .deb, boot the lab, install it, bring the gateway up
 #   make deb     build dist/theiaos-podman_<version>_all.deb
+#   make rpm     build dist/theiaos-podman-<version>-1.noarch.rpm (make repo: a dnf repo)
 
 SHELL := /bin/bash
 PY := /usr/bin/python3
@@ -15,8 +16,11 @@ DEB_NEXT := dist/theiaos-podman_$(VERSION)-2_all.deb
 APT_DEPS := python3 python3-venv python3-pystemd python3-jinja2 python3-dotenv \
 	python3-dbusmock python3-pytest python3-stdeb python3-all python3-setuptools \
 	dh-python debhelper fakeroot build-essential lintian shellcheck dbus \
-	systemd-container mmdebstrap rpm curl
+	systemd-container mmdebstrap rpm rpmlint createrepo-c curl
 PIP_DEPS := ruff==0.8.6 mypy==1.13.0
+
+RPM := dist/theiaos-podman-$(VERSION)-1.noarch.rpm
+RPM_NEXT := dist/theiaos-podman-$(VERSION)-2.noarch.rpm
 
 # $(call stdeb,BUILD-DIR,DEBIAN-REVISION): stdeb with Debian's own python3 first on PATH.
 define stdeb
@@ -28,7 +32,17 @@ define stdeb
 	cp build/$(1)/theiaos-podman_$(VERSION)-$(2)_all.deb $@
 endef
 
-.PHONY: deps check test deb demo lint clean
+# $(call rpmbuild,RELEASE): the spec built with this machine's (Debian's) rpmbuild.
+define rpmbuild
+	rm -rf build/rpm$(1) *.egg-info && mkdir -p build/rpm$(1)/SOURCES dist
+	$(PY) setup.py -q sdist -d build/rpm$(1)/SOURCES > build/rpm$(1).log 2>&1 \
+		|| { tail -40 build/rpm$(1).log; exit 1; }
+	rpmbuild -bb --define "_topdir $(abspath build/rpm$(1))" --define "theiaos_release $(1)" \
+		rpm/theiaos-podman.spec >> build/rpm$(1).log 2>&1 || { tail -40 build/rpm$(1).log; exit 1; }
+	cp build/rpm$(1)/RPMS/noarch/theiaos-podman-$(VERSION)-$(1).noarch.rpm $@
+endef
+
+.PHONY: deps check test deb rpm repo demo lint clean
 deps: $(VENV)/.done
 
 $(VENV)/.done: Makefile
@@ -52,8 +66,23 @@ $(DEB): deps $(shell git ls-files theiaos_pkg units debian docs completions bin 
 $(DEB_NEXT): $(DEB)
 	$(call stdeb,deb2,2)
 
-check: deps $(DEB) $(DEB_NEXT)
+rpm: $(RPM)
+
+$(RPM): deps $(shell git ls-files theiaos_pkg units rpm docs completions bin etc) pyproject.toml
+	$(call rpmbuild,1)
+
+$(RPM_NEXT): $(RPM)
+	$(call rpmbuild,2)
+
+# A local dnf repository with both builds (createrepo_c), for the dnf lifecycle tests.
+repo: $(RPM) $(RPM_NEXT)
+	rm -rf dist/repo && mkdir -p dist/repo
+	cp $(RPM) $(RPM_NEXT) dist/repo/
+	createrepo_c --quiet dist/repo
+
+check: deps $(DEB) $(DEB_NEXT) repo
 	THEIAOS_DEB=$(abspath $(DEB)) THEIAOS_DEB_NEXT=$(abspath $(DEB_NEXT)) \
+		THEIAOS_RPM=$(abspath $(RPM)) THEIAOS_REPO=$(abspath dist/repo) \
 		$(VPY) -m pytest -ra $(PYTEST_ARGS)
 
 test: check

@@ -68,6 +68,9 @@ INCLUDE_PACKAGES: tuple[str, ...] = (
     "python3-pystemd",
     "python3-jinja2",
     "python3-dotenv",
+    # dnf and rpm: the RPM lifecycle tests install our .rpm with dnf in the same lab
+    "dnf",
+    "rpm",
 )
 # Lab-only fixes for this host (lab.md section 4); never part of the package.
 LAB_CONTAINERS_CONF = (

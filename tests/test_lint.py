@@ -50,3 +50,20 @@ def test_lintian_reports_no_errors() -> None:
     errors = [ln for ln in proc.stdout.splitlines() if ln.startswith("E:")]
     assert not errors, proc.stdout
     assert proc.returncode in (0, 1), proc.stderr  # 1: warnings only (E: lines checked above)
+
+
+def test_rpmlint_reports_no_errors() -> None:
+    rpm = os.environ.get("THEIAOS_RPM")
+    if not rpm:
+        pytest.skip("THEIAOS_RPM not set (make check builds the .rpm and sets it)")
+    proc = subprocess.run([_tool("rpmlint"), "-c", str(TOP / "rpm" / "rpmlint.toml"), rpm,
+                           str(TOP / "rpm" / "theiaos-podman.spec")],
+                          capture_output=True, text=True, check=False)
+    assert " 0 errors" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_spec_version_is_the_package_version() -> None:
+    from theiaos_pkg import __version__
+
+    spec = (TOP / "rpm" / "theiaos-podman.spec").read_text()
+    assert f"\nVersion:        {__version__}\n" in spec

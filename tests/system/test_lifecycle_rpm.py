@@ -1,0 +1,120 @@
+"""The package lifecycle with dnf, from a local repository made with createrepo_c, in
+one booted lab (the tests run in order and share it): install, reinstall, upgrade,
+erase, install again, power cycle. The same hooks as the .deb, driven by $1."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ..lab import Lab, build_test_image
+from .conftest import HOME, lab_only, port_free
+from .test_lifecycle_deb import QUADLET, Box
+
+pytestmark = lab_only
+
+REPO_IN_LAB = "/var/tmp/repo"
+PROVIDES_SPEC = Path(__file__).resolve().parent.parent / "rpm" / "lab-provides.spec"
+
+
+class DnfBox(Box):
+    def dnf(self, *args: str) -> str:
+        proc = self.lab.run(
+            "dnf", "-y", "--setopt=reposdir=/nonexistent",
+            f"--repofrompath=lab,file://{REPO_IN_LAB}", "--setopt=lab.gpgcheck=0",
+            "--releasever=13", *args, check=False, timeout=600)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out
+        return out
+
+    def version(self) -> str:
+        return self.lab.run("rpm", "-q", "--qf", "%{VERSION}-%{RELEASE}", "theiaos-podman",
+                            check=False).stdout
+
+
+def _lab_repo(tmp: Path) -> Path:
+    """Our two builds plus the lab's virtual provides, indexed with createrepo_c."""
+    repo = os.environ.get("THEIAOS_REPO")
+    if not repo:
+        pytest.fail("THEIAOS_REPO must name the dnf repository: run `make check`")
+    out = tmp / "repo"
+    shutil.copytree(repo, out)
+    top = tmp / "rpmbuild"
+    subprocess.run(["rpmbuild", "-bb", "--define", f"_topdir {top}", str(PROVIDES_SPEC)],
+                   check=True, capture_output=True, text=True)
+    for rpm in (top / "RPMS" / "noarch").glob("*.rpm"):
+        shutil.copy(rpm, out)
+    subprocess.run(["createrepo_c", "--quiet", str(out)], check=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DnfBox]:
+    repo = _lab_repo(tmp_path_factory.mktemp("repo"))
+    assert port_free(18789), "127.0.0.1:18789 is busy on the host (the lab shares it)"
+    with Lab(tmp_path_factory.mktemp("lifecycle-rpm")) as lab:
+        shutil.copytree(repo, lab.host_path(REPO_IN_LAB))
+        # Lab only: Debian's rpm runs scriptlets in a private namespace (tmpfs over /tmp
+        # and /home, no network), meant for building chroots; Fedora's rpm does not, and
+        # there the scriptlets must reach /home, /run/user and 127.0.0.1 like ours do.
+        lab.host_path("/etc/rpm").mkdir(exist_ok=True)
+        lab.host_path("/etc/rpm/macros").write_text("%__transaction_unshare %{nil}\n")
+        yield DnfBox(lab)
+
+
+def test_install(box: DnfBox) -> None:
+    out = box.dnf("install", "theiaos-podman-0.1.0-1")
+    assert "theiaos-podman: image: missing" in out, out
+    build_test_image(box.lab, "theiaos")
+    box.lab.run("theiaosctl", "start", timeout=400)
+    assert box.up() and box.linger() and box.version() == "0.1.0-1"
+    box.token = box.lab.run("theiaosctl", "token", "show").stdout.strip()
+    box.cid = box.container_id()
+    assert len(box.subid_lines()) == 2
+
+
+def test_reinstall_restarts_nothing(box: DnfBox) -> None:
+    out = box.dnf("reinstall", "theiaos-podman")
+    assert "theiaos-podman: service: unchanged" in out, out
+    assert box.container_id() == box.cid and box.up()
+
+
+def test_upgrade_keeps_everything_and_restarts_nothing(box: DnfBox) -> None:
+    out = box.dnf("upgrade", "theiaos-podman")
+    assert "theiaos-podman: service: unchanged" in out, out
+    assert "remove:" not in out  # the old %preun saw $1=1: nothing torn down
+    assert box.version() == "0.1.0-2"
+    assert box.container_id() == box.cid and box.up() and box.linger()
+    assert box.lab.run("theiaosctl", "token", "show").stdout.strip() == box.token
+
+
+def test_erase_stops_and_cleans_up(box: DnfBox) -> None:
+    out = box.dnf("remove", "theiaos-podman")
+    assert "remove: removed " + QUADLET in out, out
+    assert "kept, as user data: the theiaos account" in out
+    assert not box.up() and not box.linger()
+    for gone in (QUADLET, "/var/lib/theiaos-podman", "/etc/theiaos/podman.env",
+                 "/usr/bin/theiaosctl", "/usr/lib/python3/dist-packages/theiaos_pkg"):
+        assert not box.exists(gone), gone
+    assert box.exists(f"{HOME}/.theiaos/.env") and len(box.subid_lines()) == 2
+
+
+def test_install_again_reuses_account_token_and_subids(box: DnfBox) -> None:
+    out = box.dnf("install", "theiaos-podman")
+    assert "account: unchanged" in out and "subids: unchanged" in out, out
+    assert "Setup complete" in out and box.up()
+    assert box.lab.run("theiaosctl", "token", "show").stdout.strip() == box.token
+    assert len(box.subid_lines()) == 2
+
+
+def test_gateway_survives_a_power_cycle(box: DnfBox) -> None:
+    box.lab.power_cycle()
+    proc = box.lab.run("sh", "-c", "for i in $(seq 120); do "
+                       "curl -fsS -o /dev/null http://127.0.0.1:18789/healthz && exit 0; "
+                       "sleep 1; done; exit 1", check=False, timeout=200)
+    assert proc.returncode == 0, box.lab.run("theiaosctl", "status", check=False).stdout
