@@ -46,7 +46,7 @@ def etc(tmp_path: Path) -> Path:
 def conf(tmp_path: Path) -> settings.Settings:
     """Settings whose every path is below tmp_path/root (the fixture etc's root)."""
     home = tmp_path / "root" / "home" / "theiaos"
-    return settings.load(environ={"THEIAOS_PODMAN_HOME": str(home)}, admin={}, mode={})
+    return settings.load(environ={"THEIAOS_PODMAN_HOME": str(home)}, admin={}, chosen={})
 
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown, useradd)")

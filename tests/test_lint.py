@@ -34,11 +34,13 @@ def test_mypy_strict() -> None:
     _run(_tool("mypy"))
 
 
-def test_shellcheck_maintainer_scripts() -> None:
+def test_shellcheck_maintainer_scripts_and_shims() -> None:
     scripts = sorted(str(p) for p in (TOP / "debian").glob("theiaos-podman.*")
                      if p.read_text().startswith("#!/bin/sh"))
-    assert scripts
-    _run(_tool("shellcheck"), *scripts)
+    assert len(scripts) == 3
+    shims = [str(TOP / "setup-podman.sh"), str(TOP / "scripts" / "run-theiaos-podman.sh")]
+    _run(_tool("shellcheck"), *scripts, *shims)
+    _run(_tool("shellcheck"), "--shell=bash", str(TOP / "completions" / "theiaosctl"))
 
 
 def test_lintian_reports_no_errors() -> None:

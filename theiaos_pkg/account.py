@@ -64,12 +64,27 @@ def _nologin(root: str) -> str:
     return "/usr/sbin/nologin"
 
 
-def ensure(etc: str, name: str, home: str) -> tuple[bool, Account]:
-    """Reuse a fit account or create one; make its home 0700. (changed, account)."""
+def ensure(etc: str, name: str, home: str, existing: bool = False) -> tuple[bool, Account]:
+    """Reuse a fit account or create one; make its home 0700. (changed, account).
+
+    ``existing``: a person's own account chosen with `theiaosctl setup --user NAME`:
+    never created, and a login shell and a regular uid are what it should have.
+    """
     defs = logindefs.load(etc)
     acct = lookup(etc, name)
     changed = False
-    if acct is None:
+    if existing:
+        if acct is None:
+            raise AccountError(f"there is no account {name}",
+                               f"create it first (useradd --create-home {name}), or "
+                               "sudo theiaosctl setup --user theiaos")
+        if acct.uid == 0:
+            raise AccountError(f"{name} is root: the gateway must run rootless",
+                               "choose another account")
+        if os.path.normpath(acct.home) != home:
+            raise AccountError(f"{name}'s home is {acct.home}, not {home}",
+                               f"sudo theiaosctl setup --user {name}")
+    elif acct is None:
         root = os.path.dirname(os.path.normpath(etc))
         argv = ["useradd"]
         if root != "/":

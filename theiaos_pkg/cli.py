@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 # (bench/status_bench.py), so it loads neither jinja2 nor the setup steps nor doctor.
 
 READ_ONLY = {"status", "url", "doctor", "image list"}
+#: Verbs the service account may run on itself (the product doc's launch script).
+SELF = {"launch"}
 
 
 def _account(s: Settings) -> Account:
@@ -87,17 +89,35 @@ def cmd_logs(s: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_setup(s: Settings, args: argparse.Namespace) -> int:
-    from . import configure, files
+    from . import account, configure, files
     from .files import Perm
 
+    choices = settings.read_choices()
+    if args.doc_defaults and not args.mode and "THEIAOS_PODMAN_QUADLET" not in os.environ:
+        args.mode = "container"  # setup-podman.sh without flags: the doc's manual mode
     if args.mode and "THEIAOS_PODMAN_QUADLET" not in os.environ:
-        files.ensure_dir(str(settings.MODE_FILE.parent), Perm(0, 0, 0o755),
-                         parents=Perm(0, 0, 0o755))
-        files.write_bytes(str(settings.MODE_FILE), f"{args.mode}\n".encode(),
-                          Perm(0, 0, 0o644))
-        s = settings.load()
-    out = configure.configure(s, report=_report)
-    return 0 if out.healthy or out.steps[-1].state != "missing" else 0
+        choices["THEIAOS_PODMAN_QUADLET"] = "1" if args.mode == "quadlet" else "0"
+    if args.user:
+        for key in ("THEIAOS_PODMAN_ACCOUNT", "THEIAOS_PODMAN_USER", "THEIAOS_PODMAN_HOME"):
+            choices.pop(key, None)
+        if args.user != settings.load(environ={}, admin={}, chosen={}).user:
+            acct = account.lookup("/etc", args.user)
+            if acct is None:
+                raise TheiaosError(f"there is no account {args.user}",
+                                   f"create it first: useradd --create-home {args.user}")
+            choices.update(THEIAOS_PODMAN_ACCOUNT="existing", THEIAOS_PODMAN_USER=acct.name,
+                           THEIAOS_PODMAN_HOME=acct.home)
+    if args.mode or args.user:
+        state = str(settings.STATE_DIR)
+        files.ensure_dir(state, Perm(0, 0, 0o755), parents=Perm(0, 0, 0o755))
+        files.write_bytes(str(settings.CHOICES_FILE),
+                          settings.format_choices(choices).encode(), Perm(0, 0, 0o644))
+        new = settings.load()
+        if new.user != s.user and account.lookup("/etc", s.user) is not None:
+            configure.remove(s, "/etc", _report)  # one gateway: the old account's goes
+        s = new
+    configure.configure(s, report=_report)  # failures raise; a missing image is not one
+    return 0
 
 
 def cmd_launch(s: Settings, args: argparse.Namespace) -> int:
@@ -215,6 +235,9 @@ def parser() -> argparse.ArgumentParser:
                    help="run the gateway as a systemd user service (the default)")
     g.add_argument("--container", dest="mode", action="store_const", const="container",
                    help="manual mode: no Quadlet (removes ours); start with theiaosctl launch")
+    v.add_argument("--doc-defaults", action="store_true", help=argparse.SUPPRESS)
+    v.add_argument("--user", metavar="NAME", help="run the gateway as this existing account "
+                   "(yours) instead of the theiaos system account; --user theiaos goes back")
     v = verb("launch", cmd_launch, "manual mode: run the gateway container directly "
              "(podman run --replace), or the onboarding wizard with 'launch setup'")
     v.add_argument("what", nargs="?", choices=["setup"], help="run the onboarding wizard")
@@ -238,7 +261,7 @@ def _allowed(verb: str, s: Settings) -> bool:
         me = pwd.getpwuid(os.geteuid()).pw_name
     except KeyError:
         return False
-    return me == s.user and verb in READ_ONLY
+    return me == s.user and (verb in READ_ONLY or verb in SELF)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -249,7 +272,9 @@ def main(argv: list[str] | None = None) -> int:
         run.DEBUG = True
     verb = args.verb + (f" {args.action}" if args.verb in ("image", "token") else "")
     try:
-        s = settings.load()
+        from . import quadlet
+
+        s = quadlet.effective(settings.load())
         if not _allowed(verb, s):
             print(f"theiaosctl: {verb} needs root; run: sudo theiaosctl {verb}", file=sys.stderr)
             return 1

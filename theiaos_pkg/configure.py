@@ -11,7 +11,7 @@ import dataclasses
 import os
 from collections.abc import Callable
 
-from . import account, bus, files, gateway, podman, quadlet, service, subids
+from . import account, bus, data, files, gateway, podman, quadlet, service, subids
 from .account import Account
 from .errors import TheiaosError
 from .files import Perm
@@ -53,7 +53,7 @@ def prepare(s: Settings, etc: str, out: Outcome, report: Report,
         out.steps.append(step)
         report(step.line())
 
-    changed, acct = account.ensure(etc, s.user, s.home)
+    changed, acct = account.ensure(etc, s.user, s.home, s.account_kind == "existing")
     add(Step("account", "created" if changed else "unchanged", f"{acct.name}, uid {acct.uid}"))
     changed, rng = subids.ensure(etc, acct.name, acct.uid)
     add(Step("subids", _state(changed), f"{rng.start}-{rng.end - 1}"))
@@ -62,7 +62,20 @@ def prepare(s: Settings, etc: str, out: Outcome, report: Report,
     paths = gateway.ensure(s, acct.uid, acct.gid)
     add(Step("gateway-config", _state(bool(paths)), ", ".join(paths)))
     add(write_quadlet(s, acct, features) if s.quadlet else remove_quadlet(s, acct))
+    add(write_launch_script(s, acct))
     return acct
+
+
+def launch_script_path(s: Settings) -> str:
+    return f"{s.home}/run-theiaos-podman.sh"
+
+
+def write_launch_script(s: Settings, acct: Account) -> Step:
+    """The product doc's launch script in the account's home (manual mode, as itself)."""
+    text = data.find(data.LAUNCH_SCRIPT).read_bytes()
+    path = launch_script_path(s)
+    return Step("launch-script", _state(files.write_bytes(path, text,
+                                                          Perm(acct.uid, acct.gid, 0o755))), path)
 
 
 def remove_quadlet(s: Settings, acct: Account) -> Step:
@@ -177,6 +190,10 @@ def remove(s: Settings, etc: str, report: Report) -> None:
     if running:
         with bus.UserManager(acct.uid) as mgr:
             mgr.reload()
+    script = launch_script_path(s)
+    if files.read_bytes(script) == data.find(data.LAUNCH_SCRIPT).read_bytes():
+        files.remove(script)
+        report(f"remove: removed {script}")
     marker = files.read_bytes(str(LINGER_MARKER))
     if marker is not None and marker.decode().strip() == acct.name:
         if bus.systemd_running():

@@ -2,8 +2,8 @@
 
 The product doc's troubleshooting items map onto these checks: EACCES on config
 (config-owner), missing gateway.mode (config-mode), rootless Podman failing for the
-account (subids, newuidmap), container name in use (container-name), Quadlet service
-not found (quadlet-unit, cgroups).
+account (subids, newuidmap), container name in use (container-name), script not found
+(launch-script), Quadlet service not found (quadlet-unit, cgroups).
 """
 
 from __future__ import annotations
@@ -219,9 +219,17 @@ def _container_name(s: Settings, acct: Account) -> Check:
                  f"sudo -u {acct.name} podman rm -f {s.container_name}")
 
 
+def _launch_script(s: Settings, acct: Account) -> Check:
+    path = f"{acct.home}/run-theiaos-podman.sh"
+    if os.access(path, os.X_OK):
+        return Check("launch-script", True, f"{path} is there (manual mode as {acct.name})")
+    return Check("launch-script", False, f"{path} is missing or not executable",
+                 "sudo theiaosctl setup")
+
+
 CHECKS: tuple[Callable[[Settings, Account], Check], ...] = (
     _podman, _cgroups, _idmap, _subids, _linger, _manager, _unit, _image, _ports,
-    _selinux, _config_owner, _config_mode, _token, _container_name,
+    _selinux, _config_owner, _config_mode, _token, _container_name, _launch_script,
 )
 
 

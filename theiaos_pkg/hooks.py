@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
     try:
-        s = settings.load()
+        from . import quadlet
+
+        s = quadlet.effective(settings.load())
         if args.action == "configure":
             configure.configure(s, report=_report, may_start=starting_allowed())
         else:

@@ -24,8 +24,10 @@ from .errors import SettingError
 ADMIN_FILE = Path("/etc/theiaos/podman.env")
 #: The package's own state (removed on purge).
 STATE_DIR = Path("/var/lib/theiaos-podman")
-#: The mode chosen with `theiaosctl setup --quadlet|--container`, kept across upgrades.
-MODE_FILE = STATE_DIR / "mode"
+#: What `theiaosctl setup --quadlet|--container|--user NAME` chose, kept across upgrades.
+CHOICES_FILE = STATE_DIR / "setup.env"
+CHOICE_KEYS = ("THEIAOS_PODMAN_QUADLET", "THEIAOS_PODMAN_ACCOUNT", "THEIAOS_PODMAN_USER",
+               "THEIAOS_PODMAN_HOME")
 #: Present when this package turned lingering on (so removing it turns it off again).
 LINGER_MARKER = STATE_DIR / "linger-enabled-by-package"
 
@@ -95,6 +97,13 @@ def _bind(value: str) -> str:
     return value
 
 
+def _account_kind(value: str) -> str:
+    if value not in ("system", "existing"):
+        raise ValueError("must be system (create the account) or existing (theiaosctl "
+                         "setup --user NAME)")
+    return value
+
+
 def _flag(value: str) -> bool:
     low = value.strip().lower()
     if low in ("1", "yes", "true", "on"):
@@ -118,6 +127,9 @@ def _const(value: str) -> Callable[[Mapping[str, Any]], str]:
 
 
 TABLE: tuple[Setting, ...] = (
+    Setting("account_kind", "THEIAOS_PODMAN_ACCOUNT", _const("system"), _account_kind,
+            "system: setup creates (or reuses) a system account; existing: an existing "
+            "user's own account (theiaosctl setup --user NAME)"),
     Setting("user", "THEIAOS_PODMAN_USER", _const("theiaos"), _user,
             "service account that owns and runs the gateway"),
     Setting("home", "THEIAOS_PODMAN_HOME", lambda d: f"/home/{d['user']}", _path,
@@ -147,6 +159,7 @@ TABLE: tuple[Setting, ...] = (
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
+    account_kind: str
     user: str
     home: str
     config_dir: str
@@ -210,30 +223,41 @@ def read_admin_file(path: Path = ADMIN_FILE) -> dict[str, str]:
     return out
 
 
-def read_mode_file(path: Path = MODE_FILE) -> dict[str, str]:
-    """The mode `theiaosctl setup --quadlet|--container` chose, as a setting; {} if none."""
+def read_choices(path: Path = CHOICES_FILE) -> dict[str, str]:
+    """What `theiaosctl setup` flags chose (KEY=VALUE lines we wrote); {} if nothing."""
     try:
-        mode = path.read_text(encoding="utf-8").strip()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return {}
     except OSError as exc:
         raise SettingError(f"{path}: cannot read: {exc.strerror}") from None
-    if mode not in ("quadlet", "container"):
-        raise SettingError(f"{path}: unknown mode {mode!r}", "sudo theiaosctl setup --quadlet")
-    return {"THEIAOS_PODMAN_QUADLET": "1" if mode == "quadlet" else "0"}
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if not line.strip():
+            continue
+        if not sep or key not in CHOICE_KEYS:
+            raise SettingError(f"{path}: unexpected line {line!r}",
+                               f"remove {path} and run sudo theiaosctl setup again")
+        out[key] = value
+    return out
+
+
+def format_choices(choices: Mapping[str, str]) -> str:
+    return "".join(f"{k}={choices[k]}\n" for k in CHOICE_KEYS if k in choices)
 
 
 def load(
     environ: Mapping[str, str] | None = None,
     admin: Mapping[str, str] | None = None,
     overrides: Mapping[str, str] | None = None,
-    mode: Mapping[str, str] | None = None,
+    chosen: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Resolve every setting: defaults < admin file < the chosen mode < environment <
-    overrides (command line)."""
+    """Resolve every setting: defaults < admin file < what setup flags chose <
+    environment < overrides (command line)."""
     environ = os.environ if environ is None else environ
     admin = read_admin_file() if admin is None else admin
-    mode = read_mode_file() if mode is None else mode
+    chosen = read_choices() if chosen is None else chosen
     overrides = overrides or {}
     done: dict[str, Any] = {}
     for s in TABLE:
@@ -241,8 +265,8 @@ def load(
             raw, origin = overrides[s.env], "command line"
         elif environ.get(s.env):
             raw, origin = environ[s.env], "environment"
-        elif mode.get(s.env):
-            raw, origin = mode[s.env], str(MODE_FILE)
+        elif chosen.get(s.env):
+            raw, origin = chosen[s.env], str(CHOICES_FILE)
         elif admin.get(s.env):
             raw, origin = admin[s.env], str(ADMIN_FILE)
         else:

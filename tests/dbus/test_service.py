@@ -43,7 +43,7 @@ def gateway() -> Iterator[int]:
 def _settings(port: int) -> settings.Settings:
     return settings.load(environ={"THEIAOS_PODMAN_GATEWAY_HOST_PORT": str(port),
                                   "THEIAOS_PODMAN_BRIDGE_HOST_PORT": str(port + 1)},
-                         admin={}, mode={})
+                         admin={}, chosen={})
 
 
 @pytest.fixture

@@ -115,7 +115,7 @@ def test_second_configure_changes_and_restarts_nothing(installed: Installed) -> 
     before = snapshot()
     proc = lab.run("python3", "-m", "theiaos_pkg.hooks", "configure", timeout=400)
     states = re.findall(r"^theiaos-podman: ([a-z-]+): (\w+)", proc.stdout, re.M)
-    assert len(states) == 7 and {st for _step, st in states} == {"unchanged"}, proc.stdout
+    assert len(states) == 8 and {st for _step, st in states} == {"unchanged"}, proc.stdout
     assert "Setup complete" in proc.stdout
     assert snapshot() == before
 

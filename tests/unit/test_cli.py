@@ -70,7 +70,7 @@ def test_doctor_line_format() -> None:
 
 
 def test_manual_mode_runs_the_same_container_as_the_quadlet() -> None:
-    s = settings.load(environ={"THEIAOS_PODMAN_GATEWAY_HOST_PORT": "28789"}, admin={}, mode={})
+    s = settings.load(environ={"THEIAOS_PODMAN_GATEWAY_HOST_PORT": "28789"}, admin={}, chosen={})
     argv = container.run_argv(container.spec(s), 990, 991)
     assert argv[:5] == ["podman", "run", "--replace", "--name", "theiaos"]
     assert "--userns=keep-id" in argv and argv[argv.index("--user") + 1] == "990:991"
@@ -98,14 +98,17 @@ def test_loaded_names() -> None:
     assert podman.loaded_names("nothing\n") == []
 
 
-def test_mode_file(tmp_path: Path) -> None:
-    f = tmp_path / "mode"
-    assert settings.read_mode_file(f) == {}
-    f.write_text("container\n")
-    mode = settings.read_mode_file(f)
-    assert mode == {"THEIAOS_PODMAN_QUADLET": "0"}
-    assert settings.load(environ={}, admin={}, mode=mode).quadlet is False
-    assert settings.load(environ={"THEIAOS_PODMAN_QUADLET": "1"}, admin={}, mode=mode).quadlet
-    f.write_text("sometimes\n")
-    with pytest.raises(settings.SettingError, match="unknown mode"):
-        settings.read_mode_file(f)
+def test_choices_file(tmp_path: Path) -> None:
+    f = tmp_path / "setup.env"
+    assert settings.read_choices(f) == {}
+    f.write_text(settings.format_choices({"THEIAOS_PODMAN_USER": "alice",
+                                          "THEIAOS_PODMAN_QUADLET": "0"}))
+    assert f.read_text() == "THEIAOS_PODMAN_QUADLET=0\nTHEIAOS_PODMAN_USER=alice\n"
+    chosen = settings.read_choices(f)
+    s = settings.load(environ={}, admin={"THEIAOS_PODMAN_QUADLET": "1"}, chosen=chosen)
+    assert s.quadlet is False and s.user == "alice" and s.home == "/home/alice"
+    assert settings.load(environ={"THEIAOS_PODMAN_QUADLET": "1"}, admin={},
+                         chosen=chosen).quadlet
+    f.write_text("EVIL=1\n")
+    with pytest.raises(settings.SettingError, match="unexpected line"):
+        settings.read_choices(f)

@@ -35,7 +35,7 @@ def test_prepare_twice_changes_nothing(etc: Path, conf: settings.Settings) -> No
     first = _prepare(conf, etc)
     assert [(s.name, s.state) for s in first.steps] == [
         ("account", "created"), ("subids", "changed"), ("gateway-config", "changed"),
-        ("quadlet", "changed")]
+        ("quadlet", "changed"), ("launch-script", "changed")]
     before = _tree(etc.parent)
     second = _prepare(conf, etc)
     assert {s.state for s in second.steps} == {"unchanged"}
@@ -54,7 +54,7 @@ def test_quadlet_owned_by_the_account(etc: Path, conf: settings.Settings) -> Non
 def test_changed_setting_rewrites_quadlet(etc: Path, conf: settings.Settings) -> None:
     _prepare(conf, etc)
     moved = settings.load(environ={"THEIAOS_PODMAN_HOME": conf.home,
-                                   "THEIAOS_PODMAN_GATEWAY_HOST_PORT": "28789"}, admin={}, mode={})
+                                   "THEIAOS_PODMAN_GATEWAY_HOST_PORT": "28789"}, admin={}, chosen={})
     out = _prepare(moved, etc)
     assert out.changed("quadlet") and out.changed("gateway-config")
     assert "PublishPort=127.0.0.1:28789:18789" in Path(conf.quadlet_path).read_text()

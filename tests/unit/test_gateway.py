@@ -67,7 +67,7 @@ def test_bad_json_reported() -> None:
 
 
 def _conf(tmp_path: Path) -> settings.Settings:
-    return settings.load(environ={"THEIAOS_PODMAN_HOME": str(tmp_path / "home")}, admin={}, mode={})
+    return settings.load(environ={"THEIAOS_PODMAN_HOME": str(tmp_path / "home")}, admin={}, chosen={})
 
 
 def test_ensure_creates_modes_and_twice_is_no_change(tmp_path: Path) -> None:

@@ -29,9 +29,9 @@ CUSTOM = {
 def variants() -> dict[str, str]:
     out = {}
     for label, version in VERSIONS.items():
-        s = settings.load(environ={}, admin={}, mode={})
+        s = settings.load(environ={}, admin={}, chosen={})
         out[f"podman-{label}.container"] = quadlet.render(s, Features(version))
-    custom = settings.load(environ=CUSTOM, admin={}, mode={})
+    custom = settings.load(environ=CUSTOM, admin={}, chosen={})
     out["custom-5.4.container"] = quadlet.render(custom, Features(VERSIONS["5.4"]))
     return out
 
@@ -79,3 +79,18 @@ def test_percent_is_escaped_and_newlines_refused() -> None:
 ])
 def test_parse_version(text: str, version: tuple[int, int, int]) -> None:
     assert parse_version(text) == version
+
+
+def test_effective_port_of_an_edited_quadlet(tmp_path: Path) -> None:
+    s = settings.load(environ={"THEIAOS_PODMAN_HOME": str(tmp_path)}, admin={}, chosen={})
+    assert quadlet.effective(s) == s  # no file
+    path = Path(s.quadlet_path)
+    path.parent.mkdir(parents=True)
+    text = quadlet.render(s, Features(VERSIONS["5.4"]))
+    path.write_text(text)
+    assert quadlet.effective(s) == s  # ours, unedited
+    path.write_text(text.replace("127.0.0.1:18789:18789", "127.0.0.1:38789:18789"))
+    assert quadlet.effective(s).gateway_port == 38789
+    path.write_text(text.replace("127.0.0.1:18789:18789", "8080:18789"))
+    moved = quadlet.effective(s)
+    assert (moved.gateway_port, moved.publish_address) == (8080, "0.0.0.0")

@@ -9,7 +9,7 @@ from theiaos_pkg.errors import SettingError
 
 
 def test_defaults() -> None:
-    s = settings.load(environ={}, admin={}, mode={})
+    s = settings.load(environ={}, admin={}, chosen={})
     assert (s.user, s.home, s.config_dir) == ("theiaos", "/home/theiaos", "/home/theiaos/.theiaos")
     assert s.workspace_dir == "/home/theiaos/.theiaos/workspace"
     assert (s.image, s.container_name) == ("localhost/theiaos:local", "theiaos")
@@ -20,7 +20,7 @@ def test_defaults() -> None:
 
 
 def test_derived_defaults_follow_their_source() -> None:
-    s = settings.load(environ={"THEIAOS_CONFIG_DIR": "/srv/gw/"}, admin={}, mode={})
+    s = settings.load(environ={"THEIAOS_CONFIG_DIR": "/srv/gw/"}, admin={}, chosen={})
     assert s.config_dir == "/srv/gw"
     assert s.workspace_dir == "/srv/gw/workspace"
 
@@ -38,13 +38,13 @@ def test_admin_file_is_parsed_not_executed(tmp_path: Path) -> None:
     assert admin["THEIAOS_PODMAN_GATEWAY_HOST_PORT"] == "28789"
     assert not marker.exists()
     with pytest.raises(SettingError, match="THEIAOS_WORKSPACE_DIR"):
-        settings.load(environ={}, admin=admin, mode={})
+        settings.load(environ={}, admin=admin, chosen={})
 
 
 def test_sources_later_wins() -> None:
     admin = {"THEIAOS_PODMAN_GATEWAY_HOST_PORT": "28789",
              "THEIAOS_PODMAN_BRIDGE_HOST_PORT": "28790"}
-    s = settings.load(environ={"THEIAOS_PODMAN_GATEWAY_HOST_PORT": "38789"}, admin=admin, mode={})
+    s = settings.load(environ={"THEIAOS_PODMAN_GATEWAY_HOST_PORT": "38789"}, admin=admin, chosen={})
     assert (s.gateway_port, s.bridge_port) == (38789, 28790)
     s = settings.load(environ={"THEIAOS_PODMAN_GATEWAY_HOST_PORT": "38789"}, admin=admin,
                       overrides={"THEIAOS_PODMAN_GATEWAY_HOST_PORT": "48789"})
@@ -79,7 +79,7 @@ def test_unknown_admin_key_is_refused(tmp_path: Path) -> None:
 ])
 def test_bad_values_name_setting_and_value(env: str, value: str, why: str) -> None:
     with pytest.raises(SettingError) as info:
-        settings.load(environ={env: value}, admin={}, mode={})
+        settings.load(environ={env: value}, admin={}, chosen={})
     first = str(info.value).splitlines()[0]
     assert first.startswith(f"{env}={value!r} (environment): ")
     assert why in first
@@ -87,11 +87,11 @@ def test_bad_values_name_setting_and_value(env: str, value: str, why: str) -> No
 
 def test_equal_ports_refused() -> None:
     with pytest.raises(SettingError, match="both 18789"):
-        settings.load(environ={"THEIAOS_PODMAN_BRIDGE_HOST_PORT": "18789"}, admin={}, mode={})
+        settings.load(environ={"THEIAOS_PODMAN_BRIDGE_HOST_PORT": "18789"}, admin={}, chosen={})
 
 
 def test_ipv6_publish_address_url() -> None:
-    s = settings.load(environ={"THEIAOS_PODMAN_PUBLISH_ADDRESS": "::1"}, admin={}, mode={})
+    s = settings.load(environ={"THEIAOS_PODMAN_PUBLISH_ADDRESS": "::1"}, admin={}, chosen={})
     assert s.url == "http://[::1]:18789/"
 
 
