@@ -274,10 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from . import quadlet
 
-        s = quadlet.effective(settings.load())
+        s = settings.load()
         if not _allowed(verb, s):
             print(f"theiaosctl: {verb} needs root; run: sudo theiaosctl {verb}", file=sys.stderr)
             return 1
+        s = quadlet.effective(s)
         code: int = args.func(s, args)
         return code
     except TheiaosError as exc:
