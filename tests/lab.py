@@ -279,13 +279,22 @@ class Lab:
         self._owns_root = True
         try:
             _run_host(["cp", "-a", "--reflink=auto", str(rootfs), str(self.root)], timeout=600)
+        except BaseException:
+            self.stop()
+            raise
+        self._start()
+        return self
+
+    def _start(self) -> None:
+        """Boot the root, wait until systemd runs, apply the lab's quirks; on any failure
+        stop what was started."""
+        try:
             self._boot()
             self._wait_until_running()
             self._apply_runtime_quirks()
         except BaseException:
             self.stop()
             raise
-        return self
 
     def __exit__(
         self,
@@ -438,13 +447,7 @@ class Lab:
             self._power_off(proc)
             self._nspawn = None
             self._init_pid = None
-        try:
-            self._boot()
-            self._wait_until_running()
-            self._apply_runtime_quirks()
-        except BaseException:
-            self.stop()
-            raise
+        self._start()
 
     def _power_off(self, proc: subprocess.Popen[bytes]) -> None:
         if proc.poll() is not None:
