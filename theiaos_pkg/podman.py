@@ -72,11 +72,11 @@ def detect() -> Features:
 def provide_hint(who: Identity, image: str) -> str:
     """The exact commands that put ``image`` into the service account's store."""
     return (
-        f"the image {image} is not in {who.name}'s Podman store; provide it as {who.name}, "
-        f"either\n"
-        f"  sudo -u {who.name} -H sh -c 'cd && podman load' < theiaos-image.tar\n"
-        f"or, from a TheiaOS checkout readable by {who.name}:\n"
+        f"the image {image} is not in {who.name}'s Podman store; provide it with\n"
+        f"  sudo theiaosctl image build /path/to/theiaos   (or: image load FILE, image pull REF)\n"
+        f"or with Podman itself, as {who.name}:\n"
         f"  sudo -u {who.name} -H podman build -t {image} /path/to/theiaos\n"
+        f"  sudo -u {who.name} -H sh -c 'cd && podman load' < theiaos-image.tar\n"
         f"then: sudo theiaosctl start"
     )
 
