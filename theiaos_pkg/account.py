@@ -64,15 +64,17 @@ def _nologin(root: str) -> str:
     return "/usr/sbin/nologin"
 
 
-def ensure(etc: str, name: str, home: str, existing: bool = False) -> tuple[bool, Account]:
-    """Reuse a fit account or create one; make its home 0700. (changed, account).
+def ensure(etc: str, name: str, home: str, existing: bool = False) -> tuple[str, Account]:
+    """Reuse a fit account or create one; make its home 0700.
+
+    Returns ("created" | "changed" (its home was fixed) | "unchanged", the account).
 
     ``existing``: a person's own account chosen with `theiaosctl setup --user NAME`:
     never created, and a login shell and a regular uid are what it should have.
     """
     defs = logindefs.load(etc)
     acct = lookup(etc, name)
-    changed = False
+    created = False
     if existing:
         if acct is None:
             raise AccountError(f"there is no account {name}",
@@ -95,7 +97,7 @@ def ensure(etc: str, name: str, home: str, existing: bool = False) -> tuple[bool
         acct = lookup(etc, name)
         if acct is None:
             raise AccountError(f"useradd reported success but {name} is not in {etc}/passwd")
-        changed = True
+        created = True
     else:
         wrong = problems(acct, home, defs)
         if wrong:
@@ -104,8 +106,8 @@ def ensure(etc: str, name: str, home: str, existing: bool = False) -> tuple[bool
                 f"fix the account (usermod) or choose another with THEIAOS_PODMAN_USER "
                 f"(and THEIAOS_PODMAN_HOME={acct.home} if that home is intended)",
             )
-    changed |= _ensure_home(acct)
-    return changed, acct
+    fixed = _ensure_home(acct)
+    return ("created" if created else "changed" if fixed else "unchanged"), acct
 
 
 def _ensure_home(acct: Account) -> bool:

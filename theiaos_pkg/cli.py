@@ -89,8 +89,7 @@ def cmd_logs(s: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_setup(s: Settings, args: argparse.Namespace) -> int:
-    from . import account, configure, files
-    from .files import Perm
+    from . import account, configure
 
     choices = settings.read_choices()
     if args.doc_defaults and not args.mode and "THEIAOS_PODMAN_QUADLET" not in os.environ:
@@ -108,10 +107,7 @@ def cmd_setup(s: Settings, args: argparse.Namespace) -> int:
             choices.update(THEIAOS_PODMAN_ACCOUNT="existing", THEIAOS_PODMAN_USER=acct.name,
                            THEIAOS_PODMAN_HOME=acct.home)
     if args.mode or args.user:
-        state = str(settings.STATE_DIR)
-        files.ensure_dir(state, Perm(0, 0, 0o755), parents=Perm(0, 0, 0o755))
-        files.write_bytes(str(settings.CHOICES_FILE),
-                          settings.format_choices(choices).encode(), Perm(0, 0, 0o644))
+        configure.write_state(settings.CHOICES_FILE, settings.format_choices(choices))
         new = settings.load()
         if new.user != s.user and account.lookup("/etc", s.user) is not None:
             configure.remove(s, "/etc", _report)  # one gateway: the old account's goes

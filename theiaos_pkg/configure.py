@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 from . import account, bus, data, files, gateway, podman, quadlet, service, subids
 from .account import Account
@@ -22,7 +23,7 @@ from .settings import LINGER_MARKER, STATE_DIR, UNIT, Settings
 @dataclasses.dataclass(frozen=True)
 class Step:
     name: str
-    state: str  # changed | unchanged | skipped | kept | missing | running
+    state: str  # created | changed | unchanged | kept | skipped | missing | started…
     detail: str = ""
 
     def line(self) -> str:
@@ -53,8 +54,8 @@ def prepare(s: Settings, etc: str, out: Outcome, report: Report,
         out.steps.append(step)
         report(step.line())
 
-    changed, acct = account.ensure(etc, s.user, s.home, s.account_kind == "existing")
-    add(Step("account", "created" if changed else "unchanged", f"{acct.name}, uid {acct.uid}"))
+    state, acct = account.ensure(etc, s.user, s.home, s.account_kind == "existing")
+    add(Step("account", state, f"{acct.name}, uid {acct.uid}"))
     changed, rng = subids.ensure(etc, acct.name, acct.uid)
     add(Step("subids", _state(changed), f"{rng.start}-{rng.end - 1}"))
     if changed and os.path.isdir(f"{acct.home}/.local/share/containers"):
@@ -111,10 +112,14 @@ def write_quadlet(s: Settings, acct: Account, features: podman.Features) -> Step
     return Step("quadlet", _state(changed), s.quadlet_path)
 
 
+def write_state(path: Path, text: str) -> None:
+    """A file of the package's own state under /var/lib/theiaos-podman (root's, 0644)."""
+    files.ensure_dir(str(STATE_DIR), Perm(0, 0, 0o755), parents=Perm(0, 0, 0o755))
+    files.write_bytes(str(path), text.encode(), Perm(0, 0, 0o644))
+
+
 def _mark_linger(name: str) -> None:
-    state = str(STATE_DIR)
-    files.ensure_dir(state, Perm(0, 0, 0o755), parents=Perm(0, 0, 0o755))
-    files.write_bytes(str(LINGER_MARKER), f"{name}\n".encode(), Perm(0, 0, 0o644))
+    write_state(LINGER_MARKER, f"{name}\n")
 
 
 def activate(s: Settings, acct: Account, out: Outcome, report: Report,

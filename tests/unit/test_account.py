@@ -16,14 +16,14 @@ pytestmark = [needs_root, needs_useradd]
 
 def test_creates_a_system_account_with_nologin_and_private_home(etc: Path) -> None:
     home = str(etc.parent / "home" / "theiaos")
-    changed, acct = account.ensure(str(etc), "theiaos", home)
-    assert changed
+    state, acct = account.ensure(str(etc), "theiaos", home)
+    assert state == "created"
     assert acct.uid < 1000 and acct.uid != 0
     assert acct.shell in account.NOLOGIN and acct.home == home
     assert "theiaos:" in (etc / "group").read_text()
     st = os.stat(home)
     assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (acct.uid, acct.gid, 0o700)
-    assert account.ensure(str(etc), "theiaos", home) == (False, acct)
+    assert account.ensure(str(etc), "theiaos", home) == ("unchanged", acct)
 
 
 def test_existing_fit_account_is_reused_and_home_fixed(etc: Path) -> None:
@@ -32,8 +32,8 @@ def test_existing_fit_account_is_reused_and_home_fixed(etc: Path) -> None:
         f.write(f"theiaos:x:990:990::{home}:/usr/sbin/nologin\n")
     home.mkdir(mode=0o755)
     os.chown(home, 990, 990)
-    changed, acct = account.ensure(str(etc), "theiaos", str(home))
-    assert changed and acct.uid == 990
+    state, acct = account.ensure(str(etc), "theiaos", str(home))
+    assert state == "changed" and acct.uid == 990
     assert (home.stat().st_mode & 0o777) == 0o700
 
 
