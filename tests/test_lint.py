@@ -69,3 +69,14 @@ def test_spec_version_is_the_package_version() -> None:
 
     spec = (TOP / "rpm" / "theiaos-podman.spec").read_text()
     assert f"\nVersion:        {__version__}\n" in spec
+
+
+def test_spec_parses_as_fedora_would() -> None:
+    """The Fedora branch cannot be built here (no pyproject macros); rpmspec at least
+    parses it with Fedora's conditionals on."""
+    proc = subprocess.run(
+        [_tool("rpmspec"), "-P", "--define", "fedora 41",
+         str(TOP / "rpm" / "theiaos-podman.spec")],
+        capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "%pyproject_install" in proc.stdout and "dist-packages" not in proc.stdout
