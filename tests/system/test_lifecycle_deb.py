@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,6 +121,35 @@ def test_upgrade_onto_a_new_image_restarts(box: Box) -> None:
     assert "theiaos-podman: image: changed" in out and "service: restarted" in out, out
     assert box.container_id() != box.cid and box.up()
     box.cid = box.container_id()
+
+
+def _failing_upgrade(deb: Path, out: Path) -> Path:
+    """DEB repacked as the next revision whose preinst fails: dpkg then calls the old
+    postinst with abort-upgrade."""
+    tree = out / "tree"
+    subprocess.run(["dpkg-deb", "-R", str(deb), str(tree)], check=True)
+    control = tree / "DEBIAN" / "control"
+    control.write_text(re.sub(r"^Version: .*$", "Version: 0.1.0-99", control.read_text(),
+                              flags=re.M))
+    preinst = tree / "DEBIAN" / "preinst"
+    preinst.write_text("#!/bin/sh\necho 'preinst: failing on purpose' >&2\nexit 1\n")
+    preinst.chmod(0o755)
+    subprocess.run(["dpkg-deb", "-b", "-Zgzip", str(tree), str(out / "broken.deb")],
+                   check=True, capture_output=True)
+    return out / "broken.deb"
+
+
+def test_failed_upgrade_leaves_a_working_install(box: Box, tmp_path: Path) -> None:
+    box.lab.put(_failing_upgrade(Path(os.environ["THEIAOS_DEB_NEXT"]), tmp_path),
+                "/var/tmp/broken.deb")
+    proc = box.lab.run("apt-get", "-y", "install", "/var/tmp/broken.deb", check=False,
+                       timeout=600, env={"DEBIAN_FRONTEND": "noninteractive"})
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "preinst: failing on purpose" in out, out
+    assert "theiaos-podman: service: unchanged" in out, out  # old postinst abort-upgrade
+    version = box.lab.run("dpkg-query", "-W", "-f=${Version} ${Status}", "theiaos-podman").stdout
+    assert version == "0.1.0-2 install ok installed", version
+    assert box.up() and box.container_id() == box.cid
 
 
 def test_remove_stops_and_cleans_up(box: Box) -> None:
