@@ -28,6 +28,7 @@ class Box:
         self.lab = lab
         self.token = ""
         self.cid = ""
+        self.shipped: list[str] = []  # the files dpkg -L listed (not directories)
 
     def apt(self, *args: str) -> str:
         proc = self.lab.run("apt-get", "-y", *args, check=False, timeout=600,
@@ -153,6 +154,8 @@ def test_failed_upgrade_leaves_a_working_install(box: Box, tmp_path: Path) -> No
 
 
 def test_remove_stops_and_cleans_up(box: Box) -> None:
+    listed = box.lab.run("dpkg", "-L", "theiaos-podman").stdout.split()
+    box.shipped = [p for p in listed if box.lab.run("test", "-d", p, check=False).returncode]
     out = box.apt("remove", "theiaos-podman")
     assert "remove: removed " + QUADLET in out, out
     assert "lingering turned off for theiaos" in out
@@ -166,7 +169,9 @@ def test_purge_removes_what_it_owns_and_says_what_it_keeps(box: Box) -> None:
     out = box.apt("purge", "theiaos-podman")
     assert "kept, as user data: the theiaos account" in out
     for gone in ("/etc/theiaos", "/var/lib/theiaos-podman", "/usr/share/theiaos-podman",
-                 "/usr/lib/python3/dist-packages/theiaos_pkg", QUADLET):
+                 "/usr/lib/python3/dist-packages/theiaos_pkg", QUADLET,
+                 f"{HOME}/run-theiaos-podman.sh", "/var/lib/systemd/linger/theiaos",
+                 *box.shipped):
         assert not box.exists(gone), gone
     for kept in (f"{HOME}/.theiaos/.env", f"{HOME}/.theiaos/theiaos.json",
                  f"{HOME}/.theiaos/workspace"):
