@@ -94,12 +94,15 @@ def test_upgrade_keeps_everything_and_restarts_nothing(box: DnfBox) -> None:
 
 
 def test_erase_stops_and_cleans_up(box: DnfBox) -> None:
+    listed = box.lab.run("rpm", "-ql", "theiaos-podman").stdout.split()
+    shipped = [p for p in listed if box.lab.run("test", "-d", p, check=False).returncode]
     out = box.dnf("remove", "theiaos-podman")
     assert "remove: removed " + QUADLET in out, out
     assert "kept, as user data: the theiaos account" in out
     assert not box.up() and not box.linger()
-    for gone in (QUADLET, "/var/lib/theiaos-podman", "/etc/theiaos/podman.env",
-                 "/usr/bin/theiaosctl", "/usr/lib/python3/dist-packages/theiaos_pkg"):
+    for gone in (QUADLET, "/var/lib/theiaos-podman", "/etc/theiaos", "/usr/bin/theiaosctl",
+                 "/usr/lib/python3/dist-packages/theiaos_pkg", f"{HOME}/run-theiaos-podman.sh",
+                 *shipped):
         assert not box.exists(gone), gone
     assert box.exists(f"{HOME}/.theiaos/.env") and len(box.subid_lines()) == 2
 
