@@ -69,6 +69,10 @@ def test_image_verbs(installed: Installed) -> None:
     assert code == 0 and "(unchanged)" in out and "restarted" not in out, out
     code, out = installed.ctl("image", "load", "/var/tmp/gw.tar")
     assert code == 0 and "(unchanged)" in out, out
+    proc = lab.run("sh", "-c", "theiaosctl image load - < /var/tmp/gw.tar", timeout=300)
+    assert "(unchanged)" in proc.stdout, proc.stdout + proc.stderr
+    code, out = installed.ctl("--debug", "image", "list")
+    assert code == 0 and "+ [theiaos] podman images" in out, out
     # build a new image from a checkout: the running gateway restarts onto it
     lab.run("mkdir", "-p", "/var/tmp/checkout")
     lab.run("sh", "-c", "printf 'FROM localhost/theiaos:local\\nLABEL rev=2\\n' "
