@@ -188,20 +188,16 @@ def _config_mode(s: Settings, acct: Account) -> Check:
 
 
 def _token(s: Settings, acct: Account) -> Check:
-    env = (files.read_bytes(s.env_file) or b"").decode()
-    token = gateway.token_of(env)
+    token = gateway.read_token(s)
     if not token:
         return Check("token", False, f"THEIAOS_GATEWAY_TOKEN is missing in {s.env_file}",
                      "sudo theiaosctl setup")
-    raw = files.read_bytes(s.config_file)
-    cfg = gateway.parse_config(raw, s.config_file) if raw else {}
-    auth = cfg.get("gateway", {}).get("auth", {}) if isinstance(cfg.get("gateway"), dict) else {}
-    other = auth.get("token") if isinstance(auth, dict) else None
+    other = gateway.config_token(s)
     if other and other != token:
         return Check("token", False, f"gateway.auth.token in {s.config_file} differs from "
                      f"THEIAOS_GATEWAY_TOKEN in {s.env_file} (the onboarding wizard wrote it)",
-                     f"remove gateway.auth.token from {s.config_file}, or "
-                     "sudo theiaosctl token rotate")
+                     f"remove gateway.auth.token from {s.config_file}, then "
+                     "sudo theiaosctl restart")
     return Check("token", True, f"token present in {s.env_file}")
 
 

@@ -179,7 +179,7 @@ def test_launch_setup_warns_about_a_second_token(installed: Installed) -> None:
     out = proc.stdout + proc.stderr
     assert "warning: the wizard wrote gateway.auth.token" in out, out
     _doctor_fails(installed, "token", f"remove gateway.auth.token from {HOME}/.theiaos/"
-                  "theiaos.json, or sudo theiaosctl token rotate")
+                  "theiaos.json, then sudo theiaosctl restart")
     cfg = installed.path(f"{HOME}/.theiaos/theiaos.json")
     data = json.loads(cfg.read_text())
     del data["gateway"]["auth"]
