@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .files import read_bytes
+from . import files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,5 +41,5 @@ def parse(text: str) -> LoginDefs:
 
 
 def load(etc: str) -> LoginDefs:
-    raw = read_bytes(f"{etc}/login.defs")
+    raw = files.read_bytes(f"{etc}/login.defs", files.ROOT)
     return parse(raw.decode("utf-8", "replace")) if raw is not None else LoginDefs()

@@ -137,15 +137,34 @@ def _rewrite(text: str, names: tuple[str, ...], new: Range) -> str:
 ROOT_FILE = Perm(0, 0, 0o644)
 
 
+def _texts(etc: str) -> dict[str, str]:
+    out = {}
+    for f in ("subuid", "subgid"):
+        raw = files.read_bytes(f"{etc}/{f}", files.ROOT)
+        try:
+            out[f] = raw.decode("utf-8") if raw is not None else ""
+        except UnicodeDecodeError:
+            raise SubidError(f"{etc}/{f}: not UTF-8 text", f"fix {etc}/{f}") from None
+    return out
+
+
+def _names(name: str, uid: int | None) -> tuple[str, ...]:
+    return (name, str(uid)) if uid is not None else (name,)
+
+
+def check(etc: str, name: str, uid: int | None) -> Plan:
+    """What ``ensure`` would do, without locking or writing: refuses early when no free
+    range exists. (``uid`` None: the account is not created yet.)"""
+    texts = _texts(etc)
+    return plan(_names(name, uid), texts["subuid"], texts["subgid"], logindefs.load(etc))
+
+
 def ensure(etc: str, name: str, uid: int) -> tuple[bool, Range]:
     """Give ``name`` a usable subuid and subgid range; (changed, the range)."""
     defs = logindefs.load(etc)
     with files.shadow_lock(etc, ("subuid", "subgid")):
-        texts = {}
-        for f in ("subuid", "subgid"):
-            raw = files.read_bytes(f"{etc}/{f}")
-            texts[f] = raw.decode("utf-8") if raw is not None else ""
-        p = plan((name, str(uid)), texts["subuid"], texts["subgid"], defs)
+        texts = _texts(etc)
+        p = plan(_names(name, uid), texts["subuid"], texts["subgid"], defs)
         for f, new in (("subuid", p.subuid), ("subgid", p.subgid)):
             if new is None:
                 continue
