@@ -3,17 +3,25 @@
 ``run()`` pins the locale, echoes ``+ argv`` with --debug, turns a missing program
 into one clear error and reports a failure once, with the program's own words.
 Running a program as the service account goes through here too (``as_user``).
+
+Every child is isolated from root's session: standard input is /dev/null (or a pipe
+root feeds), output goes to pipes root reads, and it runs in a new session without a
+controlling terminal. A process of the account could otherwise open
+``/proc/PID/fd/0`` of its own child to read root's keystrokes or inject input.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping, Sequence
-from typing import IO
+from typing import Any, BinaryIO
 
 from .errors import CommandError
 
@@ -75,63 +83,139 @@ def _ids(as_user: Identity | None) -> tuple[int | None, int | None, list[int] | 
     return as_user.uid, as_user.gid, []
 
 
+def _popen_args(argv: Sequence[str], as_user: Identity | None,
+                env: Mapping[str, str] | None) -> dict[str, Any]:
+    """What every child gets: a new session (no controlling terminal: nothing it runs can
+    reach root's terminal through /dev/tty or TIOCSTI), the account's credentials and
+    environment, and its home as working directory."""
+    user, group, groups = _ids(as_user)
+    return dict(env=_environ(as_user, env), cwd=as_user.home if as_user else None,
+                user=user, group=group, extra_groups=groups, start_new_session=True,
+                close_fds=True)
+
+
+def _failed(argv: Sequence[str], code: int, stderr: str, stdout: str = "") -> CommandError:
+    detail = (stderr or stdout or "").strip().splitlines()
+    why = detail[-1] if detail else f"exit status {code}"
+    return CommandError(f"{shlex.join(argv)} failed: {why}")
+
+
 def run(
     argv: Sequence[str],
     *,
     as_user: Identity | None = None,
     check: bool = True,
-    capture: bool = True,
     input: str | None = None,
-    stdin: IO[bytes] | None = None,
+    feed: BinaryIO | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float | None = 300,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``argv``; with ``check`` a non-zero exit raises CommandError with its stderr."""
+    """Run ``argv`` with its output captured; with ``check`` a non-zero exit raises
+    CommandError with its stderr.
+
+    Its standard input is /dev/null, ``input`` (text), or what root reads from ``feed``
+    and copies through a pipe: a child never holds one of root's descriptors.
+    """
     _trace(argv, as_user)
-    user, group, groups = _ids(as_user)
     try:
-        proc = subprocess.run(
-            list(argv),
-            input=input,
-            stdin=stdin,
-            stdout=subprocess.PIPE if capture else None,
-            stderr=subprocess.PIPE if capture else None,
-            text=True,
-            env=_environ(as_user, env),
-            timeout=timeout,
-            cwd=as_user.home if as_user else None,
-            check=False,
-            user=user,
-            group=group,
-            extra_groups=groups,
-        )
+        proc = subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL if input is None and feed is None
+            else subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            **_popen_args(argv, as_user, env))
     except FileNotFoundError:
         raise CommandError(f"{argv[0]}: command not found") from None
-    except subprocess.TimeoutExpired:
-        raise CommandError(f"{shlex.join(argv)}: no result after {timeout:.0f} s") from None
-    if check and proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout or "").strip().splitlines()
-        why = detail[-1] if detail else f"exit status {proc.returncode}"
-        raise CommandError(f"{shlex.join(argv)} failed: {why}")
-    return proc
+    with proc:
+        try:
+            if feed is None:
+                out, err = proc.communicate(input.encode() if input is not None else None,
+                                            timeout=timeout)
+            else:
+                out, err = _feed(proc, feed, timeout)
+        except subprocess.TimeoutExpired:
+            _kill(proc)
+            raise CommandError(f"{shlex.join(argv)}: no result after {timeout:.0f} s") from None
+        except BaseException:
+            _kill(proc)
+            raise
+    result: subprocess.CompletedProcess[str] = subprocess.CompletedProcess(list(argv), proc.returncode,
+                                         out.decode("utf-8", "replace"),
+                                         err.decode("utf-8", "replace"))
+    if check and result.returncode != 0:
+        raise _failed(argv, result.returncode, result.stderr, result.stdout)
+    return result
+
+
+def _feed(proc: subprocess.Popen[bytes], feed: BinaryIO,
+          timeout: float | None) -> tuple[bytes, bytes]:
+    """Copy ``feed`` into the child's stdin (root reads; the child only gets a pipe)
+    while threads collect its output; (stdout, stderr)."""
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    got: dict[int, bytes] = {}
+
+    def drain(key: int, pipe: BinaryIO) -> None:
+        got[key] = pipe.read()
+
+    readers = [threading.Thread(target=drain, args=(i, pipe), daemon=True)
+               for i, pipe in enumerate((proc.stdout, proc.stderr))]
+    for t in readers:
+        t.start()
+    try:
+        while chunk := feed.read(1 << 16):
+            proc.stdin.write(chunk)
+    except BrokenPipeError:
+        pass  # the child stopped reading: its exit status and stderr say why
+    finally:
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.close()
+    proc.wait(timeout)
+    for t in readers:
+        t.join()
+    return got.get(0, b""), got.get(1, b"")
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the child's whole session (it was started in a new one), then reap it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def stream(
     argv: Sequence[str],
     *,
     as_user: Identity | None = None,
-    stdin: int | IO[bytes] | None = None,
     env: Mapping[str, str] | None = None,
+    out: BinaryIO | None = None,
 ) -> int:
-    """Run ``argv`` with the terminal attached (output streams through); its exit status."""
+    """Run ``argv`` and relay its output (stdout and stderr merged) to ``out`` as it
+    comes, for progress and logs; its exit status. The child writes to a pipe, never to
+    root's terminal."""
     _trace(argv, as_user)
-    user, group, groups = _ids(as_user)
+    sink = out if out is not None else sys.stdout.buffer
     try:
-        proc = subprocess.run(
-            list(argv), stdin=stdin, env=_environ(as_user, env),
-            cwd=as_user.home if as_user else None, check=False,
-            user=user, group=group, extra_groups=groups,
-        )
+        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, **_popen_args(argv, as_user, env))
     except FileNotFoundError:
         raise CommandError(f"{argv[0]}: command not found") from None
-    return proc.returncode
+    with proc:
+        assert proc.stdout is not None
+        try:
+            while chunk := os.read(proc.stdout.fileno(), 1 << 16):
+                sink.write(chunk)
+                sink.flush()
+        except BrokenPipeError:
+            _kill(proc)  # our reader went away (| head): stop the child too
+        except BaseException:
+            _kill(proc)
+            raise
+        return proc.wait()
+
+
+def interactive(argv: Sequence[str], *, as_user: Identity) -> int:
+    """Run an interactive program (the onboarding wizard) on a pseudo-terminal of its own;
+    root relays between its own terminal and the pty. The child never sees root's
+    terminal: no keystrokes to steal, nothing to inject. Its exit status."""
+    from . import pty_relay
+
+    _trace(argv, as_user)
+    return pty_relay.run(list(argv), **_popen_args(argv, as_user, None))
