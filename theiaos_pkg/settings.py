@@ -25,11 +25,9 @@ ADMIN_FILE = Path("/etc/theiaos/podman.env")
 #: The package's own state (removed on purge).
 STATE_DIR = Path("/var/lib/theiaos-podman")
 #: What `theiaosctl setup --quadlet|--container|--user NAME` chose, kept across upgrades.
-CHOICES_FILE = STATE_DIR / "setup.env"
+CHOICES_FILE = STATE_DIR / "setup.env"  # state.path(state.CHOICES)
 CHOICE_KEYS = ("THEIAOS_PODMAN_QUADLET", "THEIAOS_PODMAN_ACCOUNT", "THEIAOS_PODMAN_USER",
                "THEIAOS_PODMAN_HOME")
-#: Present when this package turned lingering on (so removing it turns it off again).
-LINGER_MARKER = STATE_DIR / "linger-enabled-by-package"
 
 #: Ports the gateway listens on inside the container (fixed by the image).
 CONTAINER_GATEWAY_PORT = 18789
@@ -43,25 +41,50 @@ QUADLET_FILE = "theiaos.container"
 UNIT = "theiaos.service"
 TOKEN_KEY = "THEIAOS_GATEWAY_TOKEN"
 
-_USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,30}")
+# shadow's own rule for names (useradd accepts dots; a name is not all digits).
+_USER_RE = re.compile(r"[a-z_][a-z0-9_.-]{0,30}")
 _CONTAINER_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
-_IMAGE_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._/:@-]*")
+# Paths become unit file values and `-v HOST:CONTAINER:OPTIONS` arguments: ':' and ','
+# would split them, '%' is a specifier, quotes and spaces change how systemd splits.
+_PATH_RE = re.compile(r"/[A-Za-z0-9._@+/-]*")
+# An image reference as Podman's store names it: [registry[:port]/]path[:tag][@digest].
+# No transport ("docker://", "oci-archive:"…): the Quadlet and `podman run` want a name.
+_IMAGE_RE = re.compile(
+    r"(?:(?P<registry>(?:localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)(?::[0-9]{1,5})?"
+    r"|[A-Za-z0-9-]+:[0-9]{1,5})/)?"
+    r"(?P<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
+    r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?"
+)
+_TRANSPORTS = ("docker:", "docker-archive:", "oci:", "oci-archive:", "dir:",
+               "containers-storage:", "docker-daemon:", "sif:", "ostree:")
 BINDS = ("lan", "loopback", "auto", "tailnet")
 
 
 def _user(value: str) -> str:
-    if not _USER_RE.fullmatch(value):
-        raise ValueError("not a valid user name (lower case letters, digits, '_' and '-')")
+    if not _USER_RE.fullmatch(value) or value.endswith((".", "-")):
+        raise ValueError("not a valid user name (lower case letters, digits, '_', '.' and '-', "
+                         "at most 31)")
     return value
+
+
+def check_user(value: str) -> str:
+    """A user name as setup --user takes it: one line naming the problem, or the name."""
+    try:
+        return _user(value)
+    except ValueError as exc:
+        raise SettingError(f"--user {value!r}: {exc}", "give an existing account's name") \
+            from None
 
 
 def _path(value: str) -> str:
     if not value.startswith("/"):
         raise ValueError("not an absolute path")
-    if any(ord(c) < 32 or c in "%\\" for c in value) or any(c.isspace() for c in value):
-        raise ValueError("contains white space, '%', '\\' or control characters")
+    if not _PATH_RE.fullmatch(value):
+        raise ValueError("may hold only letters, digits and . _ @ + - / (no spaces, ':', ',', "
+                         "'%', quotes)")
     norm = os.path.normpath(value)
-    if norm == "/":
+    if norm == "/" or norm.startswith("//"):
         raise ValueError("must not be /")
     return norm
 
@@ -79,16 +102,26 @@ def _container(value: str) -> str:
 
 
 def _image(value: str) -> str:
+    if re.match(r"[a-z][a-z0-9+.-]*://", value) or value.startswith(_TRANSPORTS):
+        raise ValueError("names a transport; give the image's name in the account's store "
+                         "(for example localhost/theiaos:local) and bring the image there with "
+                         "theiaosctl image pull/load")
     if not _IMAGE_RE.fullmatch(value) or len(value) > 255:
-        raise ValueError("not a valid image reference")
+        raise ValueError("not an image reference ([registry/]name[:tag][@sha256:digest], "
+                         "lower case name)")
     return value
 
 
 def _address(value: str) -> str:
+    if "%" in value:
+        raise ValueError("has a zone id (%…); Podman publishes on an address without one")
     try:
-        return str(ipaddress.ip_address(value))
+        addr = ipaddress.ip_address(value)
     except ValueError:
         raise ValueError("not an IP address") from None
+    if addr.is_multicast:
+        raise ValueError("is a multicast address")
+    return str(addr)
 
 
 def _bind(value: str) -> str:
@@ -198,39 +231,63 @@ class Settings:
         return f"http://{host}:{self.gateway_port}/"
 
 
-def read_admin_file(path: Path = ADMIN_FILE) -> dict[str, str]:
-    """The admin file's assignments (parsed, never executed); {} when it is absent."""
+def _root_text(path: Path) -> str | None:
+    """A root-owned settings file through the file door (no FIFO, no symlink of
+    another owner, size-capped); None when it is absent."""
+    from . import files
+
+    raw = files.read_bytes(str(path), files.ROOT, files.SMALL)
+    if raw is None:
+        return None
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SettingError(f"{path}: cannot read: {exc}") from None
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SettingError(f"{path}: not UTF-8 text", f"fix {path}") from None
+
+
+def parse_admin(text: str, path: Path = ADMIN_FILE) -> dict[str, str]:
+    """The admin file's assignments (parsed with python-dotenv, never executed). A line
+    the parser cannot read, a setting without a value or an unknown setting is an error
+    naming the file and line: never ignored, never a fallback to the defaults."""
     if not any(ln.strip() and not ln.lstrip().startswith("#") for ln in text.splitlines()):
         return {}  # all commented out (as shipped): no need to load the parser
-    from dotenv import dotenv_values
+    from dotenv.parser import parse_stream
 
-    values = dotenv_values(stream=io.StringIO(text), interpolate=False)
     known = {s.env for s in TABLE}
     out: dict[str, str] = {}
-    for key, value in values.items():
-        if key not in known:
-            raise SettingError(
-                f"{path}: unknown setting {key}",
-                f"remove it or use one of: {', '.join(sorted(known))}",
-            )
-        out[key] = "" if value is None else value
+    for b in parse_stream(io.StringIO(text)):
+        raw = b.original.string  # python-dotenv counts blank lines before it into it
+        where = f"{path} line {b.original.line + raw[:len(raw) - len(raw.lstrip())].count(chr(10))}"
+        if b.error:
+            raise SettingError(f"{where}: cannot parse {b.original.string.strip()!r}",
+                               f"write it as NAME=VALUE in {path}")
+        if b.key is None:
+            continue  # blank line or comment
+        if b.key not in known:
+            raise SettingError(f"{where}: unknown setting {b.key}",
+                               f"remove it or use one of: {', '.join(sorted(known))}")
+        if b.value is None:
+            raise SettingError(f"{where}: {b.key} has no value",
+                               f"write {b.key}=VALUE, or comment the line out")
+        out[b.key] = b.value
     return out
 
 
-def read_choices(path: Path = CHOICES_FILE) -> dict[str, str]:
+def read_admin_file(path: Path = ADMIN_FILE) -> dict[str, str]:
+    """The admin file's settings; {} when it is absent."""
+    text = _root_text(path)
+    return parse_admin(text, path) if text is not None else {}
+
+
+def read_choices(path: Path | None = None) -> dict[str, str]:
     """What `theiaosctl setup` flags chose (KEY=VALUE lines we wrote); {} if nothing."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if path is None:
+        from . import state
+
+        path = state.path(state.CHOICES)
+    text = _root_text(path)
+    if text is None:
         return {}
-    except OSError as exc:
-        raise SettingError(f"{path}: cannot read: {exc.strerror}") from None
     out = {}
     for line in text.splitlines():
         key, sep, value = line.partition("=")

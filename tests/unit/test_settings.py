@@ -31,7 +31,6 @@ def test_admin_file_is_parsed_not_executed(tmp_path: Path) -> None:
     f.write_text(
         "# comment\n"
         "THEIAOS_PODMAN_GATEWAY_HOST_PORT=28789\n"
-        f'THEIAOS_PODMAN_IMAGE="localhost/x:1" ; touch {marker}\n'
         f"THEIAOS_WORKSPACE_DIR=$(touch {marker})\n"
     )
     admin = settings.read_admin_file(f)
@@ -39,6 +38,25 @@ def test_admin_file_is_parsed_not_executed(tmp_path: Path) -> None:
     assert not marker.exists()
     with pytest.raises(SettingError, match="THEIAOS_WORKSPACE_DIR"):
         settings.load(environ={}, admin=admin, chosen={})
+    f.write_text(f'THEIAOS_PODMAN_IMAGE="localhost/x:1" ; touch {marker}\n')
+    with pytest.raises(SettingError, match=f"{f} line 1: cannot parse"):
+        settings.read_admin_file(f)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    ("THEIAOS_PODMAN_GATEWAY_HOST_PORT 18795\n", "line 1: cannot parse"),
+    ("# ok\nTHEIAOS_PODMAN_GATEWAY_HOST_PORT\n", "line 2: THEIAOS_PODMAN_GATEWAY_HOST_PORT has no value"),
+    ("\n\nTHEIAOS_PODMAN_PORT=1\n", "line 3: unknown setting THEIAOS_PODMAN_PORT"),
+])
+def test_a_malformed_admin_line_is_an_error_naming_file_and_line(tmp_path: Path, text: str,
+                                                                why: str) -> None:
+    """Never a warning and the defaults: setup must not report success on settings the
+    admin did not mean."""
+    f = tmp_path / "podman.env"
+    f.write_text(text)
+    with pytest.raises(SettingError, match=f"{f} {why}"):
+        settings.read_admin_file(f)
 
 
 def test_sources_later_wins() -> None:
@@ -67,8 +85,16 @@ def test_unknown_admin_key_is_refused(tmp_path: Path) -> None:
     ("THEIAOS_PODMAN_GATEWAY_HOST_PORT", "65536", "port"),
     ("THEIAOS_PODMAN_BRIDGE_HOST_PORT", "http", "port"),
     ("THEIAOS_CONFIG_DIR", "relative/dir", "absolute"),
-    ("THEIAOS_WORKSPACE_DIR", "/srv/with space", "white space"),
+    ("THEIAOS_WORKSPACE_DIR", "/srv/with space", "no spaces"),
     ("THEIAOS_CONFIG_DIR", "/srv/100%", "'%'"),
+    ("THEIAOS_CONFIG_DIR", "/srv/a:b", "':'"),
+    ("THEIAOS_PODMAN_HOME", "/home/x,y", "','"),
+    ("THEIAOS_PODMAN_IMAGE", "docker://host/x:1", "transport"),
+    ("THEIAOS_PODMAN_IMAGE", "docker-archive:/tmp/x.tar", "transport"),
+    ("THEIAOS_PODMAN_IMAGE", "Upper/Case", "image reference"),
+    ("THEIAOS_PODMAN_PUBLISH_ADDRESS", "fe80::1%eth0", "zone id"),
+    ("THEIAOS_PODMAN_PUBLISH_ADDRESS", "224.0.0.1", "multicast"),
+    ("THEIAOS_PODMAN_USER", "john.doe.", "user name"),
     ("THEIAOS_PODMAN_USER", "Bad User", "user name"),
     ("THEIAOS_PODMAN_CONTAINER", "-x", "container name"),
     ("THEIAOS_PODMAN_CONTAINER", "a/b", "container name"),
