@@ -1,4 +1,9 @@
-"""The service account: find it, check it is fit for the job, or create it."""
+"""The service account: find it, check it is fit for the job, or create it.
+
+``plan`` only reads (/etc/passwd, /etc/group, the home's path) and refuses an unfit
+account or home before anything is written: no ``useradd`` runs for a setup that
+would fail later. ``apply`` creates the account and its home as planned.
+"""
 
 from __future__ import annotations
 
@@ -38,8 +43,44 @@ def parse_passwd(text: str, name: str) -> Account | None:
 
 
 def lookup(etc: str, name: str) -> Account | None:
-    raw = files.read_bytes(f"{etc}/passwd")
+    raw = files.read_bytes(f"{etc}/passwd", files.ROOT)
     return parse_passwd(raw.decode("utf-8", "replace"), name) if raw else None
+
+
+def parse_groups(text: str, name: str, gid: int) -> frozenset[int]:
+    """The account's groups: its primary group and every group listing it as a member."""
+    out = {gid}
+    for line in text.splitlines():
+        fields = line.split(":")
+        if len(fields) == 4 and name in fields[3].split(",") and fields[2].isdigit():
+            out.add(int(fields[2]))
+    return frozenset(out)
+
+
+def groups(etc: str, name: str, gid: int) -> frozenset[int]:
+    raw = files.read_bytes(f"{etc}/group", files.ROOT)
+    return parse_groups(raw.decode("utf-8", "replace") if raw else "", name, gid)
+
+
+def can_enter(st: os.stat_result, uid: int | None, gids: frozenset[int]) -> bool:
+    """Whether ``uid`` (None: an account not created yet) may traverse a directory."""
+    if uid == 0:
+        return True
+    if uid is not None and st.st_uid == uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid in gids:
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
+
+
+def reach_problem(chain: list[tuple[str, os.stat_result]], who: str, uid: int | None,
+                  gids: frozenset[int]) -> str | None:
+    """Why the account cannot reach the end of ``chain`` (files.stat_chain), or None."""
+    for path, st in chain:
+        if not can_enter(st, uid, gids):
+            return (f"{who} cannot enter {path} (mode {stat.S_IMODE(st.st_mode):04o}, "
+                    f"owner uid {st.st_uid})")
+    return None
 
 
 def problems(acct: Account, home: str, defs: logindefs.LoginDefs) -> list[str]:
@@ -57,24 +98,44 @@ def problems(acct: Account, home: str, defs: logindefs.LoginDefs) -> list[str]:
     return out
 
 
-def _nologin(root: str) -> str:
-    for path in NOLOGIN[:2]:
-        if os.path.exists(os.path.join(root, path.lstrip("/"))):
-            return path
-    return "/usr/sbin/nologin"
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    name: str
+    home: str
+    existing: Account | None  # None: create it
+    groups: frozenset[int]
+    person: bool = False  # a person's own account (setup --user): its home is left as it is
 
 
-def ensure(etc: str, name: str, home: str, existing: bool = False) -> tuple[str, Account]:
-    """Reuse a fit account or create one; make its home 0700.
+def _home_problem(home: str, acct: Account | None, name: str) -> str | None:
+    """A home must be a directory of the account, or not exist yet below directories
+    only root can change (so nobody can swap it) that the account can enter."""
+    chain, missing = files.stat_chain(home)
+    if missing is None:
+        st = chain[-1][1]
+        if acct is None:
+            return (f"{home} exists already (owner uid {st.st_uid}) but there is no account "
+                    f"{name}; refusing to give it away")
+        if st.st_uid != acct.uid:
+            return f"{home} belongs to uid {st.st_uid}, not to {name}"
+        chain = chain[:-1]
+    for path, st in chain:
+        # Sticky directories (/tmp) let others add entries, not replace root's.
+        if st.st_uid != 0 or (st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+                              and not st.st_mode & stat.S_ISVTX):
+            return (f"{path}, above the home {home}, can be changed by others than root "
+                    f"(owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o})")
+    return None
 
-    Returns ("created" | "changed" (its home was fixed) | "unchanged", the account).
+
+def plan(etc: str, name: str, home: str, existing: bool = False) -> Plan:
+    """Reuse a fit account or plan to create one; refuse an unfit one. Writes nothing.
 
     ``existing``: a person's own account chosen with `theiaosctl setup --user NAME`:
-    never created, and a login shell and a regular uid are what it should have.
+    never created, a login shell and a regular uid are what it should have, and its
+    home must be a real directory of its own (not /nonexistent).
     """
-    defs = logindefs.load(etc)
     acct = lookup(etc, name)
-    created = False
     if existing:
         if acct is None:
             raise AccountError(f"there is no account {name}",
@@ -86,38 +147,60 @@ def ensure(etc: str, name: str, home: str, existing: bool = False) -> tuple[str,
         if os.path.normpath(acct.home) != home:
             raise AccountError(f"{name}'s home is {acct.home}, not {home}",
                                f"sudo theiaosctl setup --user {name}")
-    elif acct is None:
-        root = os.path.dirname(os.path.normpath(etc))
-        argv = ["useradd"]
-        if root != "/":
-            argv += ["--prefix", root]
-        argv += ["--system", "--user-group", "--home-dir", home, "--no-create-home",
-                 "--shell", _nologin(root), "--comment", "TheiaOS gateway", name]
-        run(argv)
-        acct = lookup(etc, name)
-        if acct is None:
-            raise AccountError(f"useradd reported success but {name} is not in {etc}/passwd")
-        created = True
-    else:
-        wrong = problems(acct, home, defs)
+        st = files.lstat(home)
+        if st is None or not stat.S_ISDIR(st.st_mode) or st.st_uid != acct.uid:
+            raise AccountError(f"{name}'s home {home} is not a directory of its own "
+                               f"({'missing' if st is None else files.kind(st.st_mode)})",
+                               f"choose an account with a home of its own, or create it: "
+                               f"sudo mkhomedir_helper {name}")
+    elif acct is not None:
+        wrong = problems(acct, home, logindefs.load(etc))
         if wrong:
             raise AccountError(
                 f"account {name} exists but {'; '.join(wrong)}",
                 f"fix the account (usermod) or choose another with THEIAOS_PODMAN_USER "
                 f"(and THEIAOS_PODMAN_HOME={acct.home} if that home is intended)",
             )
-    fixed = _ensure_home(acct)
-    return ("created" if created else "changed" if fixed else "unchanged"), acct
+    why = _home_problem(home, acct, name)
+    if why:
+        fix = ("set THEIAOS_PODMAN_HOME (or THEIAOS_PODMAN_USER) in /etc/theiaos/podman.env "
+               "to a home that does not exist yet: setup creates it")
+        if acct is None and files.lstat(home) is not None:
+            st = files.lstat(home)
+            assert st is not None
+            fix = (f"move {home} aside, or recreate the account that owned it: sudo useradd "
+                   f"--system --uid {st.st_uid} --home-dir {home} --shell /usr/sbin/nologin "
+                   f"{name}")
+        raise AccountError(why, fix)
+    gids = groups(etc, name, acct.gid) if acct is not None else frozenset()
+    return Plan(name, home, acct, gids, existing)
 
 
-def _ensure_home(acct: Account) -> bool:
-    try:
-        st = os.lstat(acct.home)
-    except FileNotFoundError:
-        return files.ensure_dir(acct.home, Perm(acct.uid, acct.gid, 0o700))
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != acct.uid:
-        raise AccountError(
-            f"{acct.home} exists but is not a directory owned by {acct.name}",
-            f"move {acct.home} aside or chown -R {acct.name}: {acct.home}",
-        )
-    return files.ensure_dir(acct.home, Perm(acct.uid, acct.gid, 0o700))
+def _nologin(root: str) -> str:
+    for path in NOLOGIN[:2]:
+        if os.path.exists(os.path.join(root, path.lstrip("/"))):
+            return path
+    return "/usr/sbin/nologin"
+
+
+def apply(etc: str, p: Plan) -> tuple[str, Account]:
+    """Create the account if planned, and make its home a 0700 directory of its own.
+
+    Returns ("created" | "changed" (its home was fixed) | "unchanged", the account).
+    """
+    acct = p.existing
+    if acct is None:
+        root = os.path.dirname(os.path.normpath(etc))
+        argv = ["useradd"]
+        if root != "/":
+            argv += ["--prefix", root]
+        argv += ["--system", "--user-group", "--home-dir", p.home, "--no-create-home",
+                 "--shell", _nologin(root), "--comment", "TheiaOS gateway", p.name]
+        run(argv)
+        acct = lookup(etc, p.name)
+        if acct is None:
+            raise AccountError(f"useradd reported success but {p.name} is not in {etc}/passwd")
+    fixed = False if p.person else files.ensure_dir(
+        acct.home, Perm(acct.uid, acct.gid, 0o700), parents=Perm(0, 0, 0o755))
+    state = "created" if p.existing is None else "changed" if fixed else "unchanged"
+    return state, acct

@@ -135,20 +135,42 @@ def private_socket(uid: int) -> str:
 TEST_BUS_ENV = "THEIAOS_TEST_USER_MANAGER_BUS"
 
 
+#: Manager states in which it takes jobs ("stopping": the socket may still be there
+#: while an old manager goes away, and a new one comes up behind it).
+_SERVING = ("initializing", "starting", "running", "degraded")
+
+
+def manager_state(uid: int) -> str | None:
+    """The user manager's SystemState when it answers on its private socket, else None
+    (no socket, connection refused, or it does not answer)."""
+    if not os.environ.get(TEST_BUS_ENV) and not os.path.exists(private_socket(uid)):
+        return None
+    from pystemd.dbusexc import DBusBaseError
+
+    try:
+        with UserManager(uid) as mgr:
+            return _text(mgr._get(b"SystemState", b"s"))
+    except (BusError, DBusBaseError):
+        return None
+
+
 def manager_running(uid: int) -> bool:
-    """Whether the user manager of ``uid`` is up (its private socket exists)."""
-    return bool(os.environ.get(TEST_BUS_ENV)) or os.path.exists(private_socket(uid))
+    """Whether the user manager of ``uid`` answers and takes jobs."""
+    return manager_state(uid) in _SERVING
 
 
 def wait_for_user_manager(uid: int, timeout: float = 60.0) -> None:
-    """Lingering starts ``user@UID.service`` asynchronously: wait for its socket."""
+    """Lingering starts ``user@UID.service`` asynchronously: wait (bounded) until the
+    manager answers on its socket and takes jobs, not just until the socket exists."""
     deadline = time.monotonic() + timeout
-    path = private_socket(uid)
-    while not os.path.exists(path):
+    while True:
+        state = manager_state(uid)
+        if state in _SERVING:
+            return
         if time.monotonic() > deadline:
             raise BusError(
-                f"the user manager of uid {uid} did not start within {timeout:.0f} s "
-                f"({path} is missing)",
+                f"the user manager of uid {uid} does not answer after {timeout:.0f} s "
+                f"({'state ' + state if state else private_socket(uid) + ' refuses or is missing'})",
                 f"journalctl -b -u user@{uid}.service",
             )
         time.sleep(0.2)
@@ -194,6 +216,16 @@ class UserManager:
 
     def _manager(self, method: bytes, signature: bytes = b"", *args: Any) -> Any:
         return _call(self._bus, SYSTEMD, SYSTEMD_PATH, _SD_MANAGER, method, signature, *args)
+
+    def _get(self, name: bytes, kind: bytes) -> Any:
+        return _prop(self._bus, SYSTEMD, SYSTEMD_PATH, _SD_MANAGER, name, kind)
+
+    def needs_reload(self, unit: str) -> bool:
+        """systemd's NeedDaemonReload: the unit's files (for a Quadlet unit: the
+        .container file, its SourcePath) changed since the manager loaded them."""
+        with _errors(f"NeedDaemonReload of {unit}"):
+            path = self._manager(b"LoadUnit", b"s", unit.encode())
+            return bool(_prop(self._bus, SYSTEMD, path, _SD_UNIT, b"NeedDaemonReload", b"b"))
 
     def reload(self) -> None:
         with _errors("daemon-reload of the user manager"):

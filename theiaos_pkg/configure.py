@@ -1,8 +1,15 @@
-"""The setup steps, in order. Only this module knows the order.
+"""Setup in three phases; only this module knows their order.
 
-Each step is idempotent and returns a Step saying what it did; "changed" results
-drive the decision to reload and restart, so a second run changes and restarts
-nothing. The gateway is declared up only when ``/healthz`` answers.
+1. ``preflight`` reads the host through the doors and checks everything it can before
+   anything is written: the settings, the account and its home, every directory the
+   account must own and reach, the gateway's files, the rendered unit, the ports. A
+   refusal leaves the host exactly as it was.
+2. ``apply`` writes what the plan says (account, subids, config, unit, launch script).
+   A change the running gateway must pick up is recorded first (state.PENDING).
+3. ``activate`` brings the gateway up on the new state and clears the record only once
+   ``/healthz`` answers, so a run killed at any point converges on the next one.
+
+Each step is idempotent and returns a Step saying what it did.
 """
 
 from __future__ import annotations
@@ -10,14 +17,13 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable
-from pathlib import Path
 
-from . import account, bus, data, files, gateway, podman, quadlet, service, subids
+from . import account, bus, data, files, gateway, health, podman, quadlet, service, state, subids, tokens
 from .account import Account
-from .errors import TheiaosError
+from .errors import SettingError, TheiaosError, UnsafePathError
 from .files import Perm
 from .run import run
-from .settings import LINGER_MARKER, STATE_DIR, UNIT, Settings
+from .settings import UNIT, Settings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,25 +52,134 @@ def _state(changed: bool) -> str:
     return "changed" if changed else "unchanged"
 
 
-def prepare(s: Settings, etc: str, out: Outcome, report: Report,
-            features: podman.Features) -> Account:
-    """Account, subids, gateway config and Quadlet: everything that is files."""
+# --- 1. preflight ------------------------------------------------------------------------
 
-    def add(step: Step) -> None:
-        out.steps.append(step)
-        report(step.line())
 
-    state, acct = account.ensure(etc, s.user, s.home, s.account_kind == "existing")
-    add(Step("account", state, f"{acct.name}, uid {acct.uid}"))
-    changed, rng = subids.ensure(etc, acct.name, acct.uid)
-    add(Step("subids", _state(changed), f"{rng.start}-{rng.end - 1}"))
-    if changed and os.path.isdir(f"{acct.home}/.local/share/containers"):
-        run(["podman", "system", "migrate"], as_user=acct.identity())
-    paths = gateway.ensure(s, acct.uid, acct.gid)
-    add(Step("gateway-config", _state(bool(paths)), ", ".join(paths)))
-    add(write_quadlet(s, acct, features) if s.quadlet else remove_quadlet(s, acct))
-    add(write_launch_script(s, acct))
-    return acct
+@dataclasses.dataclass(frozen=True)
+class UnitPlan:
+    """The gateway's unit file: what to do with it and its text."""
+
+    path: str
+    action: str  # write | unchanged | kept (edited by an admin) | remove | none
+    text: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    s: Settings
+    features: podman.Features
+    account: account.Plan
+    subids: subids.Plan
+    config: gateway.Files
+    unit: UnitPlan
+
+    @property
+    def restart_reason(self) -> str | None:
+        """What the running gateway must pick up (config or unit), or None."""
+        what = [os.path.basename(p) for p in self.config.changed]
+        if self.unit.action in ("write", "remove"):
+            what.append(os.path.basename(self.unit.path))
+        return f"changed {', '.join(what)}" if what else None
+
+
+_DIR_SETTINGS = (("config_dir", "THEIAOS_CONFIG_DIR"), ("workspace_dir", "THEIAOS_WORKSPACE_DIR"))
+
+
+def _check_dir(path: str, setting: str, s: Settings, ap: account.Plan) -> None:
+    """A directory the account will own: it must not exist yet, or be the account's, or
+    lie in its home; and the account must be able to reach it."""
+    acct = ap.existing
+    uid = acct.uid if acct else None
+    try:
+        chain, missing = files.stat_chain(path)
+    except UnsafePathError as exc:
+        raise SettingError(f"{setting}={path}: {exc.message}", exc.fix) from None
+    if missing is None:
+        st = chain[-1][1]
+        below_home = path == s.home or path.startswith(s.home.rstrip("/") + "/")
+        if st.st_uid != uid and not below_home:
+            raise SettingError(
+                f"{setting}={path}: it exists and belongs to uid {st.st_uid}; refusing to "
+                f"give it to {ap.name}",
+                "choose a directory that does not exist yet (setup creates it) in "
+                "/etc/theiaos/podman.env",
+            )
+    why = account.reach_problem(chain, ap.name, uid, ap.groups)
+    if why:
+        raise SettingError(f"{setting}={path}: {why}",
+                           f"choose a directory {ap.name} can reach in /etc/theiaos/podman.env")
+
+
+def _unprivileged_start() -> int:
+    raw = files.read_bytes("/proc/sys/net/ipv4/ip_unprivileged_port_start", files.ROOT,
+                           files.SMALL) if os.path.isdir("/proc/sys/net") else None
+    try:
+        return int(raw) if raw else 1024
+    except ValueError:
+        return 1024
+
+
+def _check_ports(s: Settings, ours: frozenset[int]) -> None:
+    """Each port must be free, or held by the gateway itself: its sockets (Podman's port
+    forwarder, pasta or rootlessport) belong to the account's uid (``ours``), also while
+    a restart is half done."""
+    lowest = None
+    for setting, port in (("THEIAOS_PODMAN_GATEWAY_HOST_PORT", s.gateway_port),
+                          ("THEIAOS_PODMAN_BRIDGE_HOST_PORT", s.bridge_port)):
+        if port < (lowest := lowest or _unprivileged_start()):
+            raise SettingError(
+                f"{setting}={port}: rootless Podman cannot publish ports below {lowest}",
+                f"choose a port of {lowest} or more, or lower net.ipv4.ip_unprivileged_port_start")
+        why = health.port_problem(s.publish_address, port, ours)
+        if why:
+            raise SettingError(
+                f"{setting}={port}: {why}",
+                f"sudo ss -ltnp 'sport = :{port}' shows who; or choose another port in "
+                "/etc/theiaos/podman.env")
+
+
+def _plan_unit(s: Settings, features: podman.Features, uid: int | None) -> UnitPlan:
+    path = s.quadlet_path
+    raw = files.read_bytes(path, uid, files.SMALL) if uid is not None else None
+    old = raw.decode("utf-8", "replace") if raw is not None else None
+    if not s.quadlet:
+        if old is None:
+            return UnitPlan(path, "none")
+        return UnitPlan(path, "kept" if quadlet.edited_by_admin(old) else "remove")
+    if not features.quadlet:
+        raise TheiaosError(f"Podman {features.label()} has no Quadlet (needs 4.4 or later)",
+                           "upgrade podman, or use manual mode: sudo theiaosctl setup --container")
+    text = quadlet.render(s, features)
+    if old == text:
+        return UnitPlan(path, "unchanged", text)
+    if old is not None and quadlet.edited_by_admin(old):
+        return UnitPlan(path, "kept", old)
+    return UnitPlan(path, "write", text)
+
+
+def preflight(s: Settings, etc: str, features: podman.Features,
+              also_ours: frozenset[int] = frozenset(), will_start: bool = True) -> Plan:
+    """Read and check everything; raise before anything is written.
+
+    ``will_start`` False (a chroot or image build, or policy-rc.d forbids starting):
+    the host's ports now say nothing about the ports at the next boot: not checked.
+    ``also_ours``: uids whose ports count as the gateway's (the account setup --user
+    moves it from)."""
+    ap = account.plan(etc, s.user, s.home, s.account_kind == "existing")
+    uid = ap.existing.uid if ap.existing else None
+    sub = subids.check(etc, s.user, uid)
+    for attr, setting in _DIR_SETTINGS:
+        _check_dir(getattr(s, attr), setting, s, ap)
+    if s.quadlet:
+        _check_dir(s.quadlet_dir, "THEIAOS_PODMAN_HOME", s, ap)
+    cfg = gateway.plan(s, uid)
+    unit = _plan_unit(s, features, uid)
+    if will_start:
+        _check_ports(s, also_ours | ({uid} if uid is not None else set()))
+    return Plan(s, features, ap, sub, cfg, unit)
+
+
+# --- 2. apply ----------------------------------------------------------------------------
 
 
 def launch_script_path(s: Settings) -> str:
@@ -79,55 +194,89 @@ def write_launch_script(s: Settings, acct: Account) -> Step:
                                                           Perm(acct.uid, acct.gid, 0o755))), path)
 
 
-def remove_quadlet(s: Settings, acct: Account) -> Step:
-    """Manual mode: stop the service and remove our Quadlet (an admin-edited one stays)."""
-    raw = files.read_bytes(s.quadlet_path)
-    if raw is None:
+def _apply_unit(p: Plan, acct: Account) -> Step:
+    u, s = p.unit, p.s
+    if u.action == "none":
         return Step("quadlet", "unchanged", "manual mode: none installed")
-    if quadlet.edited_by_admin(raw.decode("utf-8", "replace")):
-        return Step("quadlet", "kept", f"{s.quadlet_path} was edited by hand; remove it "
-                    "yourself if manual mode is meant")
-    if bus.systemd_running():
-        service.stop(acct)
-    files.remove(s.quadlet_path)
-    return Step("quadlet", "changed", f"removed {s.quadlet_path} (manual mode)")
-
-
-def write_quadlet(s: Settings, acct: Account, features: podman.Features) -> Step:
-    if not features.quadlet:
-        raise TheiaosError(
-            f"Podman {features.label()} has no Quadlet (needs 4.4 or later)",
-            "upgrade podman",
-        )
-    text = quadlet.render(s, features)
-    old = files.read_bytes(s.quadlet_path)
-    if old is not None and old.decode("utf-8", "replace") != text \
-            and quadlet.edited_by_admin(old.decode("utf-8", "replace")):
-        return Step("quadlet", "kept",
-                    f"{s.quadlet_path} was edited by hand; remove it and run "
-                    "`theiaosctl setup` to regenerate")
+    if u.action == "kept":
+        return Step("quadlet", "kept", f"{u.path} was edited by hand; "
+                    + ("remove it yourself if manual mode is meant" if not s.quadlet
+                       else "remove it and run `theiaosctl setup` to regenerate"))
+    if u.action == "remove":
+        if bus.systemd_running() and service.manager_running(acct):
+            service.stop(acct)
+        files.remove(u.path)
+        return Step("quadlet", "changed", f"removed {u.path} (manual mode)")
     mine = Perm(acct.uid, acct.gid, 0o755)
-    files.ensure_dir(s.quadlet_dir, mine, parents=mine)
-    changed = files.write_bytes(s.quadlet_path, text.encode(), Perm(acct.uid, acct.gid, 0o644))
-    return Step("quadlet", _state(changed), s.quadlet_path)
+    files.ensure_dir(s.quadlet_dir, mine, parents=mine, adopt_below=s.home)
+    changed = files.write_bytes(u.path, u.text.encode(), Perm(acct.uid, acct.gid, 0o644))
+    return Step("quadlet", _state(changed), u.path)
 
 
-def write_state(path: Path, text: str) -> None:
-    """A file of the package's own state under /var/lib/theiaos-podman (root's, 0644)."""
-    files.ensure_dir(str(STATE_DIR), Perm(0, 0, 0o755), parents=Perm(0, 0, 0o755))
-    files.write_bytes(str(path), text.encode(), Perm(0, 0, 0o644))
+def apply(p: Plan, etc: str, out: Outcome, report: Report) -> Account:
+    """Write what the plan says; a change the gateway must pick up is recorded first."""
+
+    def add(step: Step) -> None:
+        out.steps.append(step)
+        report(step.line())
+
+    why = p.restart_reason
+    if why:
+        state.mark_pending(why)
+    st, acct = account.apply(etc, p.account)
+    add(Step("account", st, f"{acct.name}, uid {acct.uid}"))
+    changed, rng = subids.ensure(etc, acct.name, acct.uid)
+    add(Step("subids", _state(changed), f"{rng.start}-{rng.end - 1}"))
+    if changed and os.path.isdir(f"{acct.home}/.local/share/containers"):
+        run(["podman", "system", "migrate"], as_user=acct.identity())
+    paths = gateway.apply(p.s, p.config, acct.uid, acct.gid)
+    add(Step("gateway-config", _state(bool(paths)), ", ".join(paths)))
+    add(_apply_unit(p, acct))
+    add(write_launch_script(p.s, acct))
+    return acct
 
 
-def _mark_linger(name: str) -> None:
-    write_state(LINGER_MARKER, f"{name}\n")
+# --- 3. activate -------------------------------------------------------------------------
+
+
+def _linger_file(acct: Account) -> None:
+    """Without logind to ask (chroot, image build, policy-rc.d): logind reads this file
+    at boot, so the gateway starts with the next boot. Where there is no running systemd
+    and no directory yet, the package makes it and says so (purge removes it again);
+    on a running system it is logind's StateDirectory."""
+    if files.lstat("/var/lib/systemd/linger") is None and not bus.systemd_running():
+        state.write(state.LINGER_DIR_MARKER, "/var/lib/systemd/linger\n")
+    files.ensure_dir("/var/lib/systemd/linger", Perm(0, 0, 0o755), parents=Perm(0, 0, 0o755))
+    linger = f"/var/lib/systemd/linger/{acct.name}"
+    if files.lstat(linger) is None:
+        files.write_bytes(linger, b"", Perm(0, 0, 0o644))
+        state.write(state.LINGER_MARKER, f"{acct.name}\n")
+
+
+def _adopt_linger_dir(acct: Account) -> None:
+    """Without systemd (a chroot or image build), 0.1.0 made /var/lib/systemd/linger
+    without saying so: when this package turned lingering on and the directory holds
+    nothing but its account's file, it is the package's to remove again on purge.
+    (On a running system the directory is logind's StateDirectory: never ours.)"""
+    if bus.systemd_running() or state.read(state.LINGER_DIR_MARKER) is not None \
+            or state.read(state.LINGER_MARKER) is None:
+        return
+    if files.lstat("/var/lib/systemd/linger") is not None and \
+            _only_entry("/var/lib/systemd/linger", acct.name):
+        state.write(state.LINGER_DIR_MARKER, "/var/lib/systemd/linger\n")
+
+
+def _only_entry(path: str, name: str) -> bool:
+    with files.open_dir(path) as fd:
+        return os.listdir(fd) == [name]
 
 
 def activate(s: Settings, acct: Account, out: Outcome, report: Report,
-             may_start: bool = True) -> None:
-    """Linger, user manager, image check, start or restart, wait until healthy.
-
-    ``may_start`` False (policy-rc.d said no) does everything but start the service.
-    """
+             may_start: bool = True, restart: bool = False,
+             timeout: float = service.UP_TIMEOUT,
+             features: podman.Features | None = None) -> None:
+    """Linger, user manager, image, token secret, then start or restart (when a change
+    is pending, the image changed or ``restart``) and wait until it answers."""
 
     def add(step: Step) -> None:
         out.steps.append(step)
@@ -141,19 +290,16 @@ def activate(s: Settings, acct: Account, out: Outcome, report: Report,
                  "sudo theiaosctl launch"))
         return
     if not bus.systemd_running() or not may_start:
-        # No logind to ask (chroot, image build), or policy-rc.d forbids starting now:
-        # logind reads this file at boot, so the gateway starts with the next boot.
-        linger = f"/var/lib/systemd/linger/{acct.name}"
-        files.ensure_dir("/var/lib/systemd/linger", Perm(0, 0, 0o755), parents=Perm(0, 0, 0o755))
-        if files.read_bytes(linger) is None:
-            files.write_bytes(linger, b"", Perm(0, 0, 0o644))
-            _mark_linger(acct.name)
+        _adopt_linger_dir(acct)
+        _linger_file(acct)
+        if not bus.systemd_running():
+            state.clear_pending()  # nothing runs: the next boot starts from what is on disk
         why = ("systemd is not running (chroot or image build)" if may_start
                else "policy-rc.d forbids starting services now")
         add(Step("service", "skipped", f"{why}; lingering takes effect at the next boot"))
         return
     if bus.enable_linger(acct.uid):
-        _mark_linger(acct.name)
+        state.write(state.LINGER_MARKER, f"{acct.name}\n")
         add(Step("linger", "changed"))
     else:
         add(Step("linger", "unchanged"))
@@ -166,54 +312,89 @@ def activate(s: Settings, acct: Account, out: Outcome, report: Report,
     running = podman.running_image(who, s.container_name) if service.is_active(acct) else None
     new_image = running is not None and running != image_id
     add(Step("image", "changed" if new_image else "unchanged", f"{s.image} {image_id[:12]}"))
-    action = service.bring_up(s, acct, reload=out.changed("quadlet"),
-                              restart=out.changed("quadlet", "gateway-config", "image"))
+    if tokens.sync_secret(s, acct, features or podman.detect()):
+        add(Step("token-secret", "changed", f"{podman.SECRET} holds the token of {s.env_file}"))
+    pending = state.pending()
+    action = service.bring_up(s, acct, reload=pending is not None,
+                              restart=restart or new_image or pending is not None,
+                              timeout=timeout)
+    state.clear_pending()
     out.healthy = True
     add(Step("service", action, f"{UNIT} answers at {s.url}"))
 
 
+# --- remove ------------------------------------------------------------------------------
+
+
 def remove(s: Settings, etc: str, report: Report) -> None:
     """Before the package goes: stop the gateway, remove our Quadlet (an admin-edited
-    one is kept, and said so), reload, and turn lingering off if we turned it on."""
+    one is kept, and said so), reload, and turn lingering off if we turned it on.
+
+    Never blocks removal: each step that fails is reported and the next one runs."""
     acct = account.lookup(etc, s.user)
     if acct is None:
         report(f"remove: no account {s.user}: nothing to stop")
         return
-    running = bus.systemd_running() and service.manager_running(acct)
-    if running:
-        st = service.stop(acct)
-        report(f"remove: {UNIT} {st.active if st else 'inactive'}")
-        if podman.inspect_container(acct.identity(), s.container_name) is not None:
-            run(["podman", "rm", "--force", s.container_name], as_user=acct.identity())
-            report(f"remove: removed the manual container {s.container_name}")
-    raw = files.read_bytes(s.quadlet_path)
+    for step in (_stop_all, _remove_unit, _remove_launch_script, _linger_off):
+        try:
+            step(s, acct, report)
+        except TheiaosError as exc:
+            report(f"remove: warning: {exc.message}"
+                   + (f" (then: {exc.fix})" if exc.fix else ""))
+
+
+def _stop_all(s: Settings, acct: Account, report: Report) -> None:
+    if not (bus.systemd_running() and service.manager_running(acct)):
+        return
+    st = service.stop(acct)
+    report(f"remove: {UNIT} {st.active if st else 'inactive'}")
+    if podman.inspect_container(acct.identity(), s.container_name) is not None:
+        run(["podman", "rm", "--force", s.container_name], as_user=acct.identity())
+        report(f"remove: removed the manual container {s.container_name}")
+
+
+def _remove_unit(s: Settings, acct: Account, report: Report) -> None:
+    raw = files.read_bytes(s.quadlet_path, acct.uid, files.SMALL)
     if raw is not None and quadlet.edited_by_admin(raw.decode("utf-8", "replace")):
         report(f"remove: kept {s.quadlet_path} (edited by hand); remove it yourself")
     elif raw is not None:
         files.remove(s.quadlet_path)
         report(f"remove: removed {s.quadlet_path}")
-    if running:
+    if bus.systemd_running() and service.manager_running(acct):
         with bus.UserManager(acct.uid) as mgr:
             mgr.reload()
+
+
+def _remove_launch_script(s: Settings, acct: Account, report: Report) -> None:
     script = launch_script_path(s)
-    if files.read_bytes(script) == data.find(data.LAUNCH_SCRIPT).read_bytes():
+    if files.read_bytes(script, acct.uid, files.SMALL) == data.find(data.LAUNCH_SCRIPT).read_bytes():
         files.remove(script)
         report(f"remove: removed {script}")
-    marker = files.read_bytes(str(LINGER_MARKER))
-    if marker is not None and marker.decode().strip() == acct.name:
-        if bus.systemd_running():
-            bus.disable_linger(acct.uid)
-        else:
-            files.remove(f"/var/lib/systemd/linger/{acct.name}")
-        files.remove(str(LINGER_MARKER))
-        report(f"remove: lingering turned off for {acct.name} (this package turned it on)")
+
+
+def _linger_off(s: Settings, acct: Account, report: Report) -> None:
+    marker = state.read(state.LINGER_MARKER)
+    if marker is None or marker.strip() != acct.name:
+        return
+    if bus.systemd_running():
+        bus.disable_linger(acct.uid)
+    else:
+        files.remove(f"/var/lib/systemd/linger/{acct.name}")
+    state.clear(state.LINGER_MARKER)
+    report(f"remove: lingering turned off for {acct.name} (this package turned it on)")
+
+
+# --- all three -----------------------------------------------------------------------------
 
 
 def configure(s: Settings, etc: str = "/etc", report: Report = print,
-              may_start: bool = True) -> Outcome:
+              may_start: bool = True, plan: Plan | None = None,
+              timeout: float = service.UP_TIMEOUT) -> Outcome:
+    """preflight (unless given), apply, activate; "Setup complete" only when it answers."""
     out = Outcome()
-    acct = prepare(s, etc, out, report, podman.detect())
-    activate(s, acct, out, report, may_start)
+    p = plan or preflight(s, etc, podman.detect())
+    acct = apply(p, etc, out, report)
+    activate(s, acct, out, report, may_start, timeout=timeout, features=p.features)
     if out.healthy:
         report(f"Setup complete: the gateway answers at {s.url} "
                f"(its token is THEIAOS_GATEWAY_TOKEN in {s.env_file})")

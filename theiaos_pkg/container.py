@@ -16,6 +16,7 @@ from .settings import (
     CONTAINER_GATEWAY_PORT,
     CONTAINER_HOME,
     CONTAINER_WORKSPACE_DIR,
+    TOKEN_KEY,
     Settings,
 )
 
@@ -76,13 +77,21 @@ def spec(s: Settings) -> Spec:
     )
 
 
-def run_argv(sp: Spec, uid: int, gid: int, *, onboard: bool = False) -> list[str]:
-    """``podman run`` for manual mode: the gateway detached, or the onboarding wizard."""
+def token_secret() -> str:
+    """How the token reaches the container where Podman has secrets (podman.SECRET)."""
+    from .podman import SECRET
+
+    return f"{SECRET},type=env,target={TOKEN_KEY}"
+
+
+def run_argv(sp: Spec, uid: int, gid: int, *, secret: bool, onboard: bool = False) -> list[str]:
+    """``podman run`` for manual mode: the gateway detached, or the onboarding wizard.
+    ``secret``: the token as a Podman secret (else the .env file, as older Podman)."""
     argv = ["podman", "run", "--replace", "--name", sp.name,
             "--userns=keep-id", "--user", f"{uid}:{gid}"]
     for key, value in sp.environment:
         argv += ["--env", f"{key}={value}"]
-    argv += ["--env-file", sp.env_file]
+    argv += ["--secret", token_secret()] if secret else ["--env-file", sp.env_file]
     for vol in sp.volumes:
         argv += ["--volume", vol.spec()]
     if onboard:

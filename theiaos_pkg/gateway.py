@@ -1,89 +1,109 @@
 """The gateway's own configuration: ``.env`` with the token, and ``theiaos.json``.
 
-``with_token`` and ``merged_config`` are pure; ``ensure`` writes through the files
-door. Nothing an admin wrote is dropped: other ``.env`` lines are kept verbatim and
-``theiaos.json`` is merged, never replaced.
+``plan`` reads what is there through the file door (the account's files: regular,
+its own, one link, size-capped) and decides what must be written, refusing before
+anything is written; ``apply`` writes it. Nothing an admin wrote is dropped: other
+``.env`` lines are kept verbatim and ``theiaos.json`` is merged, never replaced.
 """
 
 from __future__ import annotations
 
 import copy
-import io
+import dataclasses
 import json
 import re
 import secrets
-from collections.abc import Callable
 from typing import Any
 
-from dotenv import dotenv_values
-
-from . import files
+from . import envfile, files
 from .errors import ConfigError
 from .files import Perm
-from .settings import TOKEN_KEY, Settings
+from .settings import Settings
 
-_TOKEN_LINE = re.compile(rf"\s*(export\s+)?{TOKEN_KEY}\s*=")
+#: theiaos.json may grow with the gateway's own state; root reads at most this much.
+CONFIG_LIMIT = files.LARGE
 
 
 def new_token() -> str:
     return secrets.token_hex(32)
 
 
-def token_of(env_text: str) -> str | None:
-    """The gateway token in ``.env`` text, or None when missing or empty."""
-    value = dotenv_values(stream=io.StringIO(env_text), interpolate=False).get(TOKEN_KEY)
-    return value or None
-
-
-def with_token(env_text: str, make: Callable[[], str] = new_token) -> str:
-    """``env_text`` with a token: unchanged when one is set, else set (in place or appended)."""
-    if token_of(env_text):
-        return env_text
-    line = f"{TOKEN_KEY}={make()}\n"
-    lines = env_text.splitlines(keepends=True)
-    for i, old in enumerate(lines):
-        if _TOKEN_LINE.match(old):
-            lines[i] = line
-            return "".join(lines)
-    if env_text and not env_text.endswith("\n"):
-        env_text += "\n"
-    return env_text + line
-
-
-def replace_token(env_text: str, token: str) -> str:
-    """``env_text`` with every token line set to ``token`` (appended when there is none)."""
-    lines = env_text.splitlines(keepends=True)
-    hits = [i for i, old in enumerate(lines) if _TOKEN_LINE.match(old)]
-    if not hits:
-        return with_token(env_text, lambda: token)
-    for i in hits:
-        lines[i] = f"{TOKEN_KEY}={token}\n"
-    return "".join(lines)
-
-
-def rotate(s: Settings, uid: int, gid: int) -> str:
-    """Write a new token into ``.env``, keeping every other line; the new token."""
-    raw = files.read_bytes(s.env_file)
-    token = new_token()
-    text = replace_token(raw.decode("utf-8") if raw else "", token)
-    files.write_bytes(s.env_file, text.encode(), Perm(uid, gid, 0o600))
-    return token
-
-
-def read_token(s: Settings) -> str | None:
-    raw = files.read_bytes(s.env_file)
-    return token_of(raw.decode("utf-8", "replace")) if raw else None
-
-
-def config_token(s: Settings) -> str | None:
-    """``gateway.auth.token`` from theiaos.json (the onboarding wizard may write one)."""
-    raw = files.read_bytes(s.config_file)
+def read_env(s: Settings, uid: int) -> str:
+    """``.env`` as text ("" when missing), checked the way Podman reads it."""
+    raw = files.read_bytes(s.env_file, uid, files.SMALL)
     if raw is None:
-        return None
-    gw = parse_config(raw, s.config_file).get("gateway")
+        return ""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{s.env_file}: not UTF-8 text", f"fix {s.env_file}") from None
+    envfile.check(text, s.env_file)
+    return text
+
+
+def read_token(s: Settings, uid: int) -> str | None:
+    return envfile.value(read_env(s, uid))
+
+
+def read_config(s: Settings, uid: int) -> dict[str, Any] | None:
+    raw = files.read_bytes(s.config_file, uid, CONFIG_LIMIT)
+    return parse_config(raw, s.config_file) if raw is not None else None
+
+
+def config_token(s: Settings, uid: int) -> str | None:
+    """``gateway.auth.token`` from theiaos.json (the onboarding wizard may write one)."""
+    cfg = read_config(s, uid)
+    gw = cfg.get("gateway") if cfg else None
     auth = gw.get("auth") if isinstance(gw, dict) else None
     token = auth.get("token") if isinstance(auth, dict) else None
     return token if isinstance(token, str) and token else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Files:
+    """What ``.env`` and ``theiaos.json`` must hold, and which of them change."""
+
+    env: bytes
+    config: bytes
+    changed: tuple[str, ...]
+
+
+def plan(s: Settings, uid: int | None) -> Files:
+    """The files setup writes, from what is there (``uid`` None: a new account, so
+    nothing is there yet). Raises ConfigError for anything unusable: nothing written."""
+    env_text = read_env(s, uid) if uid is not None else None
+    new_env = env_text or ""
+    if not envfile.value(new_env):
+        new_env = envfile.with_token(new_env, new_token())
+    raw = files.read_bytes(s.config_file, uid, CONFIG_LIMIT) if uid is not None else None
+    existing = parse_config(raw, s.config_file) if raw is not None else None
+    merged = merged_config(existing, s.gateway_port)
+    config = raw if raw is not None and merged == existing else dump_config(merged)
+    changed = [s.env_file] if new_env != env_text else []
+    if config != raw:
+        changed.append(s.config_file)
+    return Files(new_env.encode(), config, tuple(changed))
+
+
+def apply(s: Settings, f: Files, uid: int, gid: int) -> list[str]:
+    """Directories and files as planned; the paths that changed (owner or mode too)."""
+    changed = []
+    private = Perm(uid, gid, 0o700)
+    if files.ensure_dir(s.config_dir, private, parents=private, adopt_below=s.home):
+        changed.append(s.config_dir)
+    if files.write_bytes(s.env_file, f.env, Perm(uid, gid, 0o600)):
+        changed.append(s.env_file)
+    if files.write_bytes(s.config_file, f.config, Perm(uid, gid, 0o600)):
+        changed.append(s.config_file)
+    if files.ensure_dir(s.workspace_dir, private, parents=private, adopt_below=s.home):
+        changed.append(s.workspace_dir)
+    return changed
+
+
+def rotated(s: Settings, uid: int) -> tuple[bytes, str]:
+    """``.env`` with a new token (every other line kept), and that token."""
+    token = new_token()
+    return envfile.with_token(read_env(s, uid), token).encode(), token
 
 
 def origins(port: int) -> list[str]:
@@ -135,28 +155,3 @@ def parse_config(raw: bytes, path: str) -> dict[str, Any]:
 
 def dump_config(cfg: dict[str, Any]) -> bytes:
     return (json.dumps(cfg, indent=2, ensure_ascii=False) + "\n").encode()
-
-
-def ensure(s: Settings, uid: int, gid: int) -> list[str]:
-    """Make config dir, ``.env``, ``theiaos.json`` and workspace right; what changed."""
-    changed = []
-    private = Perm(uid, gid, 0o700)
-    if files.ensure_dir(s.config_dir, private, parents=private):
-        changed.append(s.config_dir)
-    raw = files.read_bytes(s.env_file)
-    try:
-        env_text = raw.decode("utf-8") if raw is not None else ""
-    except UnicodeDecodeError:
-        raise ConfigError(f"{s.env_file}: not UTF-8 text", f"fix {s.env_file}") from None
-    if files.write_bytes(s.env_file, with_token(env_text).encode(), Perm(uid, gid, 0o600)):
-        changed.append(s.env_file)
-    raw = files.read_bytes(s.config_file)
-    existing = parse_config(raw, s.config_file) if raw is not None else None
-    merged = merged_config(existing, s.gateway_port)
-    data = dump_config(merged) if merged != existing else raw
-    assert data is not None
-    if files.write_bytes(s.config_file, data, Perm(uid, gid, 0o600)):
-        changed.append(s.config_file)
-    if files.ensure_dir(s.workspace_dir, private, parents=private):
-        changed.append(s.workspace_dir)
-    return changed

@@ -6,6 +6,7 @@ A bare HTTP/1.0 request on a socket: all a probe needs, and it keeps http.client
 
 from __future__ import annotations
 
+import errno
 import socket
 
 from .settings import Settings
@@ -39,3 +40,47 @@ def probe(s: Settings, path: str = "/healthz", timeout: float = 2.0) -> int | No
 
 def healthy(s: Settings) -> bool:
     return probe(s) == 200
+
+
+def port_taken(address: str, port: int) -> str | None:
+    """None when ``address:port`` could be published now, else why not (taken, or the
+    address is not on this host). Asked by binding, as Podman's port forwarder will."""
+    host = "0.0.0.0" if address == "0.0.0.0" else address
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"port {port} on {address} is taken by another program"
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return f"{address} is not an address of this host"
+            return f"cannot bind {address}:{port}: {exc.strerror}"
+    return None
+
+
+def listeners(port: int) -> set[int]:
+    """The uids of the sockets listening on TCP ``port`` (any address), from the kernel's
+    /proc/net/tcp and tcp6: who holds a port, without asking the program."""
+    from . import files
+
+    uids = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        raw = files.read_bytes(table, files.ROOT, files.LARGE)
+        for line in (raw or b"").decode("ascii", "replace").splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 7 and fields[3] == "0A" and fields[1].rsplit(":", 1)[-1] \
+                    == f"{port:04X}" and fields[7].isdigit():
+                uids.add(int(fields[7]))
+    return uids
+
+
+def port_problem(address: str, port: int, ours: frozenset[int]) -> str | None:
+    """Why ``port`` cannot be the gateway's, or None: it is free, or every socket on it
+    belongs to a uid in ``ours`` (the account's: Podman's port forwarder runs as it, also
+    while a restart is half done)."""
+    why = port_taken(address, port)
+    if why and ours and listeners(port) <= ours:
+        return None
+    return why

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from typing import IO, Any
+from typing import Any, BinaryIO
 
 from .errors import CommandError, TheiaosError
 from .run import Identity, run, stream
@@ -39,6 +39,13 @@ class Features:
     @property
     def pull_key(self) -> bool:
         return self.at_least(4, 6)
+
+    @property
+    def secret(self) -> bool:
+        """The token as a Podman secret (Quadlet ``Secret=`` from 4.5; ``podman secret
+        create --replace``, which keeps the swap atomic, from 4.7). Before that the
+        token reaches the container through ``EnvironmentFile=``."""
+        return self.at_least(4, 7)
 
     def label(self) -> str:
         return ".".join(map(str, self.version))
@@ -105,11 +112,49 @@ def inspect_container(who: Identity, name: str) -> dict[str, Any] | None:
     return data[0] if data else None
 
 
+def published_ports(info: dict[str, Any]) -> frozenset[int]:
+    """The host ports a container (``podman container inspect``) publishes."""
+    bindings = (info.get("HostConfig") or {}).get("PortBindings") or {}
+    ports = set()
+    for hosts in bindings.values():
+        for h in hosts or ():
+            port = str((h or {}).get("HostPort") or "")
+            if port.isdigit():
+                ports.add(int(port))
+    return frozenset(ports)
+
+
 def running_image(who: Identity, name: str) -> str | None:
     """The image id the container ``name`` was created from, None without a container."""
     info = inspect_container(who, name)
     image = info.get("Image") if info else None
     return image if isinstance(image, str) else None
+
+
+#: The gateway token as a Podman secret in the account's store (type=env), so that it
+#: is in neither `podman inspect`, Podman's database nor any command line.
+SECRET = "theiaos-gateway-token"
+#: The secret carries the SHA-256 of its value as a label: setup compares it with
+#: `.env` without ever reading the secret back.
+SECRET_LABEL = "io.theiaos.token-sha256"
+
+
+def secret_digest(who: Identity) -> str | None:
+    """The token digest the account's secret was made with; None when it has none."""
+    proc = run(["podman", "secret", "inspect", "--format",
+                f'{{{{index .Spec.Labels "{SECRET_LABEL}"}}}}', SECRET], as_user=who, check=False)
+    if proc.returncode != 0:
+        if "no such secret" in proc.stderr.lower():
+            return None
+        raise CommandError(f"podman secret inspect {SECRET} (as {who.name}) failed: "
+                           f"{proc.stderr.strip()}")
+    return proc.stdout.strip() or None
+
+
+def put_secret(who: Identity, token: str, digest: str) -> None:
+    """Create or replace the token secret; the value goes through a pipe, never argv."""
+    run(["podman", "secret", "create", "--replace", "--label", f"{SECRET_LABEL}={digest}",
+         SECRET, "-"], as_user=who, input=token)
 
 
 def cgroups_version(who: Identity) -> str:
@@ -118,7 +163,8 @@ def cgroups_version(who: Identity) -> str:
 
 
 def build(who: Identity, image: str, context: str) -> None:
-    """``podman build`` in the account's own store (never root's), progress streamed."""
+    """``podman build`` in the account's own store (never root's); Podman's progress is
+    relayed as it comes."""
     if run(["test", "-r", f"{context}/Dockerfile"], as_user=who, check=False).returncode:
         raise TheiaosError(
             f"{who.name} cannot read {context}/Dockerfile",
@@ -149,10 +195,11 @@ def loaded_names(output: str) -> list[str]:
     return names
 
 
-def load(who: Identity, archive: IO[bytes], image: str) -> list[str]:
-    """``podman load`` from an open archive (streamed on stdin: no temp file); tags the
-    first image it holds as ``image`` when the archive does not name it."""
-    proc = run(["podman", "load"], as_user=who, stdin=archive, timeout=None)
+def load(who: Identity, archive: BinaryIO, image: str) -> list[str]:
+    """``podman load`` of an archive root reads and pipes in (no temp file, and the
+    account's process never holds root's descriptor); tags the first image it holds as
+    ``image`` when the archive does not name it."""
+    proc = run(["podman", "load"], as_user=who, feed=archive, timeout=None)
     names = loaded_names(proc.stdout)
     if not names:
         raise CommandError(f"podman load (as {who.name}) loaded no image: {proc.stdout.strip()}")
@@ -174,8 +221,8 @@ def fast_state(who: Identity, unit_stem: str, image: str) -> tuple[str, str | No
 
     run_root = f"{who.runtime_dir}/containers"
     graph_root = f"{who.home}/.local/share/containers/storage"
-    cid = files.read_bytes(f"{who.runtime_dir}/{unit_stem}.cid")
-    images_json = files.read_bytes(f"{graph_root}/overlay-images/images.json")
+    cid = files.read_bytes(f"{who.runtime_dir}/{unit_stem}.cid", who.uid, files.SMALL)
+    images_json = files.read_bytes(f"{graph_root}/overlay-images/images.json", who.uid)
     if not cid or images_json is None or not re.fullmatch(rb"[0-9a-f]{64}\s*", cid):
         return None
     try:
@@ -183,7 +230,8 @@ def fast_state(who: Identity, unit_stem: str, image: str) -> tuple[str, str | No
     except ValueError:
         return None
     image_id = next((i.get("id") for i in images if image in (i.get("names") or [])), None)
-    log = files.read_bytes(f"{run_root}/overlay-containers/{cid.decode().strip()}/healthcheck.log")
+    log = files.read_bytes(f"{run_root}/overlay-containers/{cid.decode().strip()}/healthcheck.log",
+                           who.uid)
     if log is None:
         return "starting", image_id
     try:

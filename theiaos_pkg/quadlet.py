@@ -41,6 +41,7 @@ def render(s: Settings, podman: Features) -> str:
         container_name=escape(sp.name),
         environment=[escape(f"{k}={v}") for k, v in sp.environment],
         env_file=escape(sp.env_file),
+        secret=escape(container.token_secret()) if podman.secret else "",
         volumes=[escape(v.spec()) for v in sp.volumes],
         ports=[escape(p.spec()) for p in sp.ports],
         exec=escape(" ".join(sp.command)),
@@ -69,15 +70,22 @@ def edited_by_admin(text: str) -> bool:
 _PUBLISH = re.compile(r"^PublishPort=(?:\[?([0-9a-fA-F.:]+?)\]?:)?(\d+):(\d+)\s*$", re.M)
 
 
-def effective(s: Settings) -> Settings:
-    """The settings as the running unit has them: when an admin edited the Quadlet (as
-    the product doc invites) and moved the gateway's published port, that port and
-    address are where the gateway answers, and where setup and status must ask."""
+def effective(s: Settings, uid: int | None, on_disk: bool = False) -> Settings:
+    """The settings as the unit on disk has them: the published port and address of the
+    Quadlet are where the gateway answers, and where status and start must ask.
+
+    By default only an admin-edited Quadlet (as the product doc invites) counts: setup
+    renders ours from the settings. With ``on_disk``, ours counts too: verbs that start
+    the unit without writing it (start, restart, status) ask where it publishes, also
+    when podman.env changed since the last setup.
+    (``uid``: the account's, which owns the file; None when there is no account.)"""
     from . import files
 
-    raw = files.read_bytes(s.quadlet_path)
+    if uid is None:
+        return s
+    raw = files.read_bytes(s.quadlet_path, uid, files.SMALL)
     text = raw.decode("utf-8", "replace") if raw is not None else ""
-    if not text or not edited_by_admin(text):
+    if not text or not (on_disk or edited_by_admin(text)):
         return s
     for m in _PUBLISH.finditer(text):
         if int(m[3]) == container.spec(s).ports[0].container:

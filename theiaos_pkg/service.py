@@ -9,8 +9,12 @@ from .account import Account
 from .errors import GatewayError
 from .settings import UNIT, Settings
 
-START_TIMEOUT = 300.0
-HEALTH_TIMEOUT = 120.0
+#: How long start, restart and setup wait for the gateway to answer, all included
+#: (stop of the old container, start job, first answer of /healthz).
+UP_TIMEOUT = 300.0
+#: The same bound inside maintainer scripts: apt and dnf are never held longer.
+HOOK_UP_TIMEOUT = 120.0
+STOP_TIMEOUT = 120.0
 
 
 def manager_running(acct: Account) -> bool:
@@ -24,15 +28,18 @@ def is_active(acct: Account) -> bool:
         return mgr.state(UNIT).running
 
 
-def bring_up(s: Settings, acct: Account, *, reload: bool = False, restart: bool = False) -> str:
-    """Start (or restart) the unit and wait until /healthz answers; what was done.
+def bring_up(s: Settings, acct: Account, *, reload: bool = False, restart: bool = False,
+             timeout: float = UP_TIMEOUT) -> str:
+    """Start (or restart) the unit and wait, at most ``timeout`` seconds in all, until
+    /healthz answers; what was done.
 
-    Restarts when asked (the unit or its config changed) and when it runs but does
-    not answer.
+    Reloads when asked or when systemd says the unit's files changed; restarts when
+    asked (something it reads changed) and when it runs but does not answer.
     """
+    deadline = time.monotonic() + timeout
     with bus.UserManager(acct.uid) as mgr:
         st = mgr.state(UNIT)
-        if reload or st.load != "loaded":
+        if reload or st.load != "loaded" or mgr.needs_reload(UNIT):
             mgr.reload()
             st = mgr.state(UNIT)
         if st.load != "loaded":
@@ -45,30 +52,35 @@ def bring_up(s: Settings, acct: Account, *, reload: bool = False, restart: bool 
         # the start rate limit first (five quick restarts would otherwise be refused).
         if st.running and (restart or not health.healthy(s)):
             mgr.reset_failed(UNIT)
-            mgr.restart(UNIT)
+            mgr.restart(UNIT, _left(deadline))
             action = "restarted"
         elif not st.running:
             mgr.reset_failed(UNIT)
-            mgr.start(UNIT)
+            mgr.start(UNIT, _left(deadline))
             action = "started"
         else:
             action = "unchanged"
-        st = mgr.wait(UNIT, ("active",), START_TIMEOUT)
-        up, st = _wait_up(mgr, s, st)
+        st = mgr.wait(UNIT, ("active",), _left(deadline))
+        up, st = _wait_up(mgr, s, st, deadline)
     if not up:
         raise GatewayError(
-            f"{UNIT} is {st.active} ({st.sub}) and {s.url}healthz does not answer; "
+            f"{UNIT} is {st.active} ({st.sub}) and {s.url}healthz does not answer"
+            f"{' after ' + format(timeout, '.0f') + ' s' if st.active == 'active' else ''}; "
             f"last log lines:\n{journal.tail(acct.uid)}",
             "sudo theiaosctl doctor; sudo theiaosctl logs -n 100",
         )
     return action
 
 
-def _wait_up(mgr: bus.UserManager, s: Settings, st: bus.UnitState) -> tuple[bool, bus.UnitState]:
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
+def _wait_up(mgr: bus.UserManager, s: Settings, st: bus.UnitState,
+             deadline: float) -> tuple[bool, bus.UnitState]:
     """Wait until /healthz answers; give up at once when the unit failed or is between
     restarts (the gateway exited: a refused config exits at once and systemd restarts it,
     so ActiveState alone can read "active" while nothing answers)."""
-    deadline = time.monotonic() + HEALTH_TIMEOUT
     while True:
         if st.active == "failed" or st.sub == "auto-restart":
             return False, st
@@ -76,7 +88,7 @@ def _wait_up(mgr: bus.UserManager, s: Settings, st: bus.UnitState) -> tuple[bool
             return True, st
         if time.monotonic() > deadline:
             return False, st
-        time.sleep(0.5)
+        time.sleep(0.2)
         st = mgr.state(UNIT)
 
 
@@ -85,5 +97,5 @@ def stop(acct: Account) -> bus.UnitState | None:
     if not manager_running(acct):
         return None
     with bus.UserManager(acct.uid) as mgr:
-        mgr.stop(UNIT)
-        return mgr.wait(UNIT, ("inactive", "failed"), START_TIMEOUT)
+        mgr.stop(UNIT, STOP_TIMEOUT)
+        return mgr.wait(UNIT, ("inactive", "failed"), STOP_TIMEOUT)

@@ -89,6 +89,8 @@ def manager(buses: type[Buses]) -> Iterator[dbus.Interface]:
         dbusmock.MOCK_IFACE)
     unit.AddProperty("org.freedesktop.systemd1.Unit", "SubState", "dead")
     unit.AddProperty("org.freedesktop.systemd1.Unit", "StateChangeTimestamp", dbus.UInt64(7))
+    unit.AddProperty("org.freedesktop.systemd1.Unit", "NeedDaemonReload", False)
+    mock.AddProperty(iface, "SystemState", "running")
     yield mock
     _stop(proc)
 

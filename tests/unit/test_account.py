@@ -14,16 +14,20 @@ from ..conftest import needs_root, needs_useradd
 pytestmark = [needs_root, needs_useradd]
 
 
+def ensure(etc: str, name: str, home: str, existing: bool = False) -> tuple[str, account.Account]:
+    return account.apply(etc, account.plan(etc, name, home, existing))
+
+
 def test_creates_a_system_account_with_nologin_and_private_home(etc: Path) -> None:
     home = str(etc.parent / "home" / "theiaos")
-    state, acct = account.ensure(str(etc), "theiaos", home)
+    state, acct = ensure(str(etc), "theiaos", home)
     assert state == "created"
     assert acct.uid < 1000 and acct.uid != 0
     assert acct.shell in account.NOLOGIN and acct.home == home
     assert "theiaos:" in (etc / "group").read_text()
     st = os.stat(home)
     assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (acct.uid, acct.gid, 0o700)
-    assert account.ensure(str(etc), "theiaos", home) == ("unchanged", acct)
+    assert ensure(str(etc), "theiaos", home) == ("unchanged", acct)
 
 
 def test_existing_fit_account_is_reused_and_home_fixed(etc: Path) -> None:
@@ -32,7 +36,7 @@ def test_existing_fit_account_is_reused_and_home_fixed(etc: Path) -> None:
         f.write(f"theiaos:x:990:990::{home}:/usr/sbin/nologin\n")
     home.mkdir(mode=0o755)
     os.chown(home, 990, 990)
-    state, acct = account.ensure(str(etc), "theiaos", str(home))
+    state, acct = ensure(str(etc), "theiaos", str(home))
     assert state == "changed" and acct.uid == 990
     assert (home.stat().st_mode & 0o777) == 0o700
 
@@ -49,16 +53,62 @@ def test_unfit_account_is_refused_with_reason(etc: Path, line: str, why: str) ->
         f.write(line.format(home=home) + "\n")
     before = (etc / "passwd").read_text()
     with pytest.raises(AccountError, match=why):
-        account.ensure(str(etc), "theiaos", str(home))
+        ensure(str(etc), "theiaos", str(home))
     assert (etc / "passwd").read_text() == before and not home.exists()
 
 
 def test_home_owned_by_someone_else_is_refused(etc: Path) -> None:
     home = etc.parent / "home" / "theiaos"
+    with open(etc / "passwd", "a") as f:
+        f.write(f"theiaos:x:990:990::{home}:/usr/sbin/nologin\n")
     home.mkdir()
     os.chown(home, 1000, 1000)
-    with pytest.raises(AccountError, match="not a directory owned by theiaos"):
-        account.ensure(str(etc), "theiaos", str(home))
+    with pytest.raises(AccountError, match="belongs to uid 1000, not to theiaos"):
+        ensure(str(etc), "theiaos", str(home))
+    assert home.stat().st_uid == 1000
+
+
+def test_new_account_with_an_existing_home_is_refused_before_useradd(etc: Path) -> None:
+    """THEIAOS_PODMAN_USER=new with THEIAOS_PODMAN_HOME=/etc: refused, nobody created,
+    and the fix is not to chown a system directory."""
+    before = (etc / "passwd").read_text()
+    with pytest.raises(AccountError) as err:
+        ensure(str(etc), "new", str(etc))
+    assert "exists already" in err.value.message and "chown" not in str(err.value)
+    assert (etc / "passwd").read_text() == before
+
+
+def test_home_below_a_directory_others_can_change_is_refused(etc: Path) -> None:
+    shared = etc.parent / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    with pytest.raises(AccountError, match="can be changed by others than root"):
+        account.plan(str(etc), "theiaos", str(shared / "theiaos"))
+
+
+@pytest.mark.parametrize(("line", "why"), [
+    ("root2:x:0:0::/root:/bin/bash", "is root"),
+    ("nobody2:x:65534:65534::/nonexistent:/usr/sbin/nologin", "not a directory of its own"),
+])
+def test_setup_user_refuses_root_and_accounts_without_a_home(etc: Path, line: str,
+                                                            why: str) -> None:
+    with open(etc / "passwd", "a") as f:
+        f.write(line + "\n")
+    name, home = line.split(":")[0], line.split(":")[5]
+    with pytest.raises(AccountError, match=why):
+        account.plan(str(etc), name, home, existing=True)
+
+
+def test_reach_problem_names_the_directory_the_account_cannot_enter(world: Path) -> None:
+    private = world / "root-only"
+    private.mkdir(mode=0o700)
+    from theiaos_pkg import files
+
+    chain, missing = files.stat_chain(str(private / "x"))
+    assert missing == str(private / "x")
+    why = account.reach_problem(chain, "theiaos", 990, frozenset({990}))
+    assert why == f"theiaos cannot enter {private} (mode 0700, owner uid 0)"
+    assert account.reach_problem(chain, "root", 0, frozenset({0})) is None
 
 
 def test_problems_pure() -> None:

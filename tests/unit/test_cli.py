@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from theiaos_pkg import cli, container, doctor, gateway, podman, settings
+from theiaos_pkg import cli, container, doctor, podman, settings
 
 
 def parse(*argv: str) -> object:
@@ -43,6 +43,8 @@ def test_arguments() -> None:
     ["image", "push"],
     ["launch", "now"],
     ["logs", "-n", "many"],
+    ["logs", "-n", "-5"],
+    ["logs", "-n", "0"],
     [],
 ])
 def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -71,24 +73,23 @@ def test_doctor_line_format() -> None:
 
 def test_manual_mode_runs_the_same_container_as_the_quadlet() -> None:
     s = settings.load(environ={"THEIAOS_PODMAN_GATEWAY_HOST_PORT": "28789"}, admin={}, chosen={})
-    argv = container.run_argv(container.spec(s), 990, 991)
+    argv = container.run_argv(container.spec(s), 990, 991, secret=True)
     assert argv[:5] == ["podman", "run", "--replace", "--name", "theiaos"]
     assert "--userns=keep-id" in argv and argv[argv.index("--user") + 1] == "990:991"
-    assert argv[argv.index("--env-file") + 1] == "/home/theiaos/.theiaos/.env"
+    assert argv[argv.index("--secret") + 1] == \
+        "theiaos-gateway-token,type=env,target=THEIAOS_GATEWAY_TOKEN"
+    assert "--env-file" not in argv
+    old = container.run_argv(container.spec(s), 990, 991, secret=False)
+    assert old[old.index("--env-file") + 1] == "/home/theiaos/.theiaos/.env"
+    assert "--secret" not in old
     assert "/home/theiaos/.theiaos:/home/node/.theiaos:Z" in argv
     assert "127.0.0.1:28789:18789" in argv and "--detach" in argv and "--pull=never" in argv
     assert "k8s-file" in argv
     assert argv[-7:] == ["node", "dist/index.js", "gateway", "--bind", "lan", "--port", "18789"]
-    assert not any("TOKEN" in a for a in argv)
-    wizard = container.run_argv(container.spec(s), 990, 991, onboard=True)
+    assert not any("TOKEN=" in a for a in argv)
+    wizard = container.run_argv(container.spec(s), 990, 991, secret=True, onboard=True)
     assert wizard[-3:] == ["node", "dist/index.js", "onboard"]
     assert "-it" in wizard and "--publish" not in wizard and "BROWSER=echo" in wizard
-
-
-def test_replace_token() -> None:
-    assert gateway.replace_token("A=1\nTHEIAOS_GATEWAY_TOKEN=old\n", "new") == \
-        "A=1\nTHEIAOS_GATEWAY_TOKEN=new\n"
-    assert gateway.replace_token("A=1", "new") == "A=1\nTHEIAOS_GATEWAY_TOKEN=new\n"
 
 
 def test_loaded_names() -> None:

@@ -16,7 +16,8 @@ PODMAN = Features((5, 4, 2))
 
 def _prepare(s: settings.Settings, etc: Path) -> configure.Outcome:
     out = configure.Outcome()
-    configure.prepare(s, str(etc), out, lambda _line: None, PODMAN)
+    plan = configure.preflight(s, str(etc), PODMAN)
+    configure.apply(plan, str(etc), out, lambda _line: None)
     return out
 
 
@@ -54,10 +55,10 @@ def test_quadlet_owned_by_the_account(etc: Path, conf: settings.Settings) -> Non
 def test_changed_setting_rewrites_quadlet(etc: Path, conf: settings.Settings) -> None:
     _prepare(conf, etc)
     moved = settings.load(environ={"THEIAOS_PODMAN_HOME": conf.home,
-                                   "THEIAOS_PODMAN_GATEWAY_HOST_PORT": "28789"}, admin={}, chosen={})
+                                   "THEIAOS_PODMAN_GATEWAY_HOST_PORT": "28795"}, admin={}, chosen={})
     out = _prepare(moved, etc)
     assert out.changed("quadlet") and out.changed("gateway-config")
-    assert "PublishPort=127.0.0.1:28789:18789" in Path(conf.quadlet_path).read_text()
+    assert "PublishPort=127.0.0.1:28795:18789" in Path(conf.quadlet_path).read_text()
 
 
 def test_admin_edited_quadlet_is_kept(etc: Path, conf: settings.Settings) -> None:

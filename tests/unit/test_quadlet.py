@@ -83,14 +83,14 @@ def test_parse_version(text: str, version: tuple[int, int, int]) -> None:
 
 def test_effective_port_of_an_edited_quadlet(tmp_path: Path) -> None:
     s = settings.load(environ={"THEIAOS_PODMAN_HOME": str(tmp_path)}, admin={}, chosen={})
-    assert quadlet.effective(s) == s  # no file
+    assert quadlet.effective(s, os.getuid()) == s  # no file
     path = Path(s.quadlet_path)
     path.parent.mkdir(parents=True)
     text = quadlet.render(s, Features(VERSIONS["5.4"]))
     path.write_text(text)
-    assert quadlet.effective(s) == s  # ours, unedited
+    assert quadlet.effective(s, os.getuid()) == s  # ours, unedited
     path.write_text(text.replace("127.0.0.1:18789:18789", "127.0.0.1:38789:18789"))
-    assert quadlet.effective(s).gateway_port == 38789
+    assert quadlet.effective(s, os.getuid()).gateway_port == 38789
     path.write_text(text.replace("127.0.0.1:18789:18789", "8080:18789"))
-    moved = quadlet.effective(s)
+    moved = quadlet.effective(s, os.getuid())
     assert (moved.gateway_port, moved.publish_address) == (8080, "0.0.0.0")
