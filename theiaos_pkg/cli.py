@@ -27,14 +27,31 @@ READ_ONLY = {"status", "url", "doctor", "image list"}
 SELF = {"launch"}
 
 
-def _account(s: Settings) -> Account:
+def _account_or_none(s: Settings) -> Account | None:
     from . import account
 
-    acct = account.lookup("/etc", s.user)
+    return account.lookup("/etc", s.user)
+
+
+def _account(s: Settings) -> Account:
+    acct = _account_or_none(s)
     if acct is None:
         raise TheiaosError(f"account {s.user} does not exist: the gateway is not set up",
                            "sudo theiaosctl setup")
     return acct
+
+
+#: Verbs that write the unit from the settings; the others use the unit on disk.
+WRITERS = {"setup"}
+
+
+def _effective(s: Settings, on_disk: bool = False) -> Settings:
+    """The settings with the published port of the Quadlet on disk (quadlet.effective):
+    an admin-edited one always; ours too for the verbs that do not rewrite it."""
+    from . import quadlet
+
+    acct = _account_or_none(s)
+    return quadlet.effective(s, acct.uid if acct else None, on_disk)
 
 
 def _report(line: str) -> None:
@@ -50,69 +67,111 @@ def cmd_status(s: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_start(s: Settings, args: argparse.Namespace) -> int:
-    from . import configure
+    from . import configure, manual
 
+    acct = _account(s)
     if not s.quadlet:
-        raise TheiaosError("manual mode (setup --container): there is no service to start",
-                           "sudo theiaosctl launch, or sudo theiaosctl setup --quadlet")
+        manual.launch(s, acct)
+        print(f"container {s.container_name} started (manual mode); the gateway answers "
+              f"at {s.url}")
+        return 0
     out = configure.Outcome()
-    configure.activate(s, _account(s), out, _report)
+    configure.activate(s, acct, out, _report)
     return 0 if out.healthy else 1
 
 
 def cmd_stop(s: Settings, args: argparse.Namespace) -> int:
-    from . import service
+    from . import manual, service
 
-    st = service.stop(_account(s))
+    acct = _account(s)
+    if not s.quadlet:
+        state = manual.stop(s, acct)
+        print(f"container {s.container_name}: {state} (manual mode)")
+        return 0
+    st = service.stop(acct)
     print(f"{UNIT}: {st.active if st else 'inactive (user manager not running)'}")
     return 0 if st is None or st.active in ("inactive", "failed") else 1
 
 
 def cmd_restart(s: Settings, args: argparse.Namespace) -> int:
-    from . import service
+    from . import configure, manual
 
     acct = _account(s)
-    if not service.manager_running(acct):
-        return cmd_start(s, args)
-    service.bring_up(s, acct, restart=True)
+    if not s.quadlet:
+        manual.launch(s, acct)
+        print(f"container {s.container_name} restarted (manual mode); the gateway answers "
+              f"at {s.url}")
+        return 0
+    out = configure.Outcome()
+    configure.activate(s, acct, out, lambda line: None, restart=True)
+    if not out.healthy:
+        _report(out.steps[-1].line() if out.steps else "not started")
+        return 1
     print(f"{UNIT}: restarted; the gateway answers at {s.url}")
     return 0
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of lines")
+    return int(text)
+
+
 def cmd_logs(s: Settings, args: argparse.Namespace) -> int:
-    from . import journal
+    from . import journal, manual
     from .run import stream
 
     acct = _account(s)
     lines = None if args.follow and args.lines is None else (args.lines or 100)
+    if not s.quadlet:
+        return manual.logs(s, acct, lines, args.follow, args.since)
     return stream(journal.argv(acct.uid, lines, args.follow, args.since))
 
 
-def cmd_setup(s: Settings, args: argparse.Namespace) -> int:
-    from . import account, configure
-
-    choices = settings.read_choices()
+def _setup_choices(s: Settings, args: argparse.Namespace) -> dict[str, str] | None:
+    """The choices setup's flags make (None: no flag given). Nothing is saved here."""
     if args.doc_defaults and not args.mode and "THEIAOS_PODMAN_QUADLET" not in os.environ:
         args.mode = "container"  # setup-podman.sh without flags: the doc's manual mode
+    if not args.mode and not args.user:
+        return None
+    choices = settings.read_choices()
     if args.mode and "THEIAOS_PODMAN_QUADLET" not in os.environ:
         choices["THEIAOS_PODMAN_QUADLET"] = "1" if args.mode == "quadlet" else "0"
     if args.user:
         for key in ("THEIAOS_PODMAN_ACCOUNT", "THEIAOS_PODMAN_USER", "THEIAOS_PODMAN_HOME"):
             choices.pop(key, None)
         if args.user != settings.load(environ={}, admin={}, chosen={}).user:
+            from . import account
+
+            settings.check_user(args.user)
             acct = account.lookup("/etc", args.user)
             if acct is None:
                 raise TheiaosError(f"there is no account {args.user}",
                                    f"create it first: useradd --create-home {args.user}")
             choices.update(THEIAOS_PODMAN_ACCOUNT="existing", THEIAOS_PODMAN_USER=acct.name,
                            THEIAOS_PODMAN_HOME=acct.home)
-    if args.mode or args.user:
-        configure.write_state(settings.CHOICES_FILE, settings.format_choices(choices))
-        new = settings.load()
-        if new.user != s.user and account.lookup("/etc", s.user) is not None:
-            configure.remove(s, "/etc", _report)  # one gateway: the old account's goes
-        s = new
-    configure.configure(s, report=_report)  # failures raise; a missing image is not one
+    return choices
+
+
+def cmd_setup(s: Settings, args: argparse.Namespace) -> int:
+    from . import configure, podman
+
+    choices = _setup_choices(s, args)
+    new = s
+    if choices is not None:
+        new = _effective(settings.load(chosen=choices))
+    old_acct = _account_or_none(s)
+    # One gateway: the old account's stops for the new one, so its ports count as ours.
+    ours = frozenset({old_acct.uid}) if old_acct is not None and new.user != s.user \
+        else frozenset()
+    plan = configure.preflight(new, "/etc", podman.detect(), ours)  # refuses: nothing written
+    if choices is not None:
+        from . import state
+
+        state.write(state.CHOICES, settings.format_choices(choices))
+    if new.user != s.user and old_acct is not None:
+        configure.remove(s, "/etc", _report)
+    configure.configure(new, report=_report, plan=plan)  # failures raise; no image is none
     return 0
 
 
@@ -128,63 +187,30 @@ def cmd_launch(s: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_token(s: Settings, args: argparse.Namespace) -> int:
-    from . import gateway
+    from . import gateway, tokens
 
     acct = _account(s)
     if args.action == "show":
-        token = gateway.read_token(s)
-        if not token:
+        value = gateway.read_token(s, acct.uid)
+        if not value:
             raise TheiaosError(f"no THEIAOS_GATEWAY_TOKEN in {s.env_file}", "sudo theiaosctl setup")
-        print(token)
+        print(value)
         return 0
-    token = gateway.rotate(s, acct.uid, acct.gid)
-    print(f"new token written to {s.env_file}")
+    new = tokens.rotate(s, acct, _report)
     if args.show:
-        print(token)
-    _restart_if_running(s, acct)
+        print(new)
     return 0
-
-
-def _restart_if_running(s: Settings, acct: Account) -> None:
-    from . import service
-
-    if s.quadlet and service.is_active(acct):
-        service.bring_up(s, acct, restart=True)
-        print(f"{UNIT} restarted; the gateway answers at {s.url}")
-    elif not s.quadlet:
-        print("manual mode: run sudo theiaosctl launch to use it")
 
 
 def cmd_image(s: Settings, args: argparse.Namespace) -> int:
-    from . import podman
+    from . import images
 
     acct = _account(s)
-    who = acct.identity()
     if args.action == "list":
-        return podman.images(who)
-    before = podman.image_id(who, s.image)
-    if args.action == "build":
-        podman.build(who, s.image, os.path.abspath(args.source or "."))
-    elif args.action == "pull":
-        if not args.source:
-            raise TheiaosError("image pull needs a reference", "theiaosctl image pull REF")
-        podman.pull(who, args.source, s.image)
-    elif args.action == "load":
-        if not args.source or args.source == "-":
-            podman.load(who, sys.stdin.buffer, s.image)
-        else:
-            try:
-                archive = open(args.source, "rb")  # noqa: SIM115 (closed below)
-            except OSError as exc:
-                raise TheiaosError(f"{args.source}: {exc.strerror}") from None
-            with archive:
-                podman.load(who, archive, s.image)
-    after = podman.image_id(who, s.image)
-    print(f"{s.image}: {after[:12] if after else 'missing'}"
-          + (" (unchanged)" if after == before else ""))
-    if after != before:
-        _restart_if_running(s, acct)
-    return 0
+        return images.list_(s, acct)
+    if args.action == "pull" and not args.source:
+        raise TheiaosError("image pull needs a reference", "theiaosctl image pull REF")
+    return images.change(s, acct, args.action, args.source, _report)
 
 
 def cmd_doctor(s: Settings, args: argparse.Namespace) -> int:
@@ -221,7 +247,7 @@ def parser() -> argparse.ArgumentParser:
     verb("stop", cmd_stop, "stop the gateway")
     verb("restart", cmd_restart, "restart the gateway; succeed only when /healthz answers")
     v = verb("logs", cmd_logs, "the gateway's journal lines (its unit, in the system journal)")
-    v.add_argument("-n", "--lines", type=int, help="show this many lines (default 100)")
+    v.add_argument("-n", "--lines", type=_positive, help="show this many lines (default 100)")
     v.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     v.add_argument("--since", help="start at this time (journalctl --since syntax)")
     v = verb("setup", cmd_setup, "run the package's setup again: account, subids, config, "
@@ -268,14 +294,19 @@ def main(argv: list[str] | None = None) -> int:
         run.DEBUG = True
     verb = args.verb + (f" {args.action}" if args.verb in ("image", "token") else "")
     try:
-        from . import quadlet
-
         s = settings.load()
         if not _allowed(verb, s):
             print(f"theiaosctl: {verb} needs root; run: sudo theiaosctl {verb}", file=sys.stderr)
             return 1
-        s = quadlet.effective(s)
-        code: int = args.func(s, args)
+        s = _effective(s, on_disk=verb not in WRITERS)
+        if verb in READ_ONLY or verb == "token show" or os.geteuid() != 0:
+            code: int = args.func(s, args)  # the account's own verbs cannot take root's lock
+            return code
+        from . import files
+
+        with files.operation_lock(f"theiaosctl {verb}",
+                                  say=lambda line: print(line, file=sys.stderr, flush=True)):
+            code = args.func(s, args)
         return code
     except TheiaosError as exc:
         if args.debug:

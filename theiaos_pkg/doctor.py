@@ -9,14 +9,12 @@ account (subids, newuidmap), container name in use (container-name), script not 
 from __future__ import annotations
 
 import dataclasses
-import errno
 import os
 import shutil
-import socket
 import stat
 from collections.abc import Callable
 
-from . import account, bus, files, gateway, health, logindefs, podman, subids
+from . import account, bus, files, gateway, health, podman, state, subids
 from .account import Account
 from .errors import TheiaosError
 from .settings import UNIT, Settings
@@ -68,8 +66,7 @@ def _idmap(s: Settings, acct: Account) -> Check:
 
 
 def _subids(s: Settings, acct: Account) -> Check:
-    texts = [(files.read_bytes(f"/etc/{f}") or b"").decode() for f in ("subuid", "subgid")]
-    plan = subids.plan((acct.name, str(acct.uid)), texts[0], texts[1], logindefs.load("/etc"))
+    plan = subids.check("/etc", acct.name, acct.uid)
     if plan.subuid is None and plan.subgid is None:
         return Check("subids", True, f"{acct.name} has {plan.range.start}-{plan.range.end - 1} "
                      "in /etc/subuid and /etc/subgid")
@@ -94,7 +91,10 @@ def _manager(s: Settings, acct: Account) -> Check:
 
 
 def _unit(s: Settings, acct: Account) -> Check:
-    if not os.path.exists(s.quadlet_path):
+    if not s.quadlet:
+        return Check("quadlet-unit", True, "manual mode (setup --container): no unit; "
+                     "theiaosctl launch runs the container")
+    if files.lstat(s.quadlet_path) is None:
         return Check("quadlet-unit", False, f"{s.quadlet_path} is missing (manual mode?)",
                      "sudo theiaosctl setup --quadlet")
     if not bus.manager_running(acct.uid):
@@ -109,6 +109,21 @@ def _unit(s: Settings, acct: Account) -> Check:
                  "sudo systemctl --machine theiaos@ --user daemon-reload")
 
 
+def _settings_applied(s: Settings, acct: Account) -> Check:
+    """Our Quadlet on disk is what the settings render now (podman.env or the
+    environment changed since the last setup otherwise)."""
+    from . import quadlet, settings
+
+    raw = files.read_bytes(s.quadlet_path, acct.uid, files.SMALL) if s.quadlet else None
+    if raw is None or quadlet.edited_by_admin(raw.decode("utf-8", "replace")):
+        return Check("settings", True, "nothing rendered from the settings to compare")
+    if quadlet.render(settings.load(), podman.detect()).encode() == raw:
+        return Check("settings", True, f"{s.quadlet_path} is what the settings render")
+    return Check("settings", False, "the settings changed since the last setup (podman.env "
+                 f"or the environment); {s.quadlet_path} still has the old ones",
+                 "sudo theiaosctl setup")
+
+
 def _image(s: Settings, acct: Account) -> Check:
     image_id = podman.image_id(acct.identity(), s.image)
     if image_id:
@@ -117,39 +132,23 @@ def _image(s: Settings, acct: Account) -> Check:
                  "sudo theiaosctl image build /path/to/theiaos (or image load FILE)")
 
 
-def _port_owner(port: int) -> str | None:
-    """None when the port is free on the publish address, else a word on who holds it."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError as exc:
-            return "in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-    return None
-
-
 def _ports(s: Settings, acct: Account) -> Check:
-    ours = health.healthy(s)
-    busy = []
     for name, port in (("THEIAOS_PODMAN_GATEWAY_HOST_PORT", s.gateway_port),
                        ("THEIAOS_PODMAN_BRIDGE_HOST_PORT", s.bridge_port)):
-        if _port_owner(port) is not None and not ours:
-            busy.append((name, port))
-    if not busy:
-        return Check("ports", True, f"{s.gateway_port} and {s.bridge_port} are free or ours")
-    name, port = busy[0]
-    return Check("ports", False, f"port {port} is taken by another program",
-                 f"sudo ss -ltnp 'sport = :{port}' shows who; or set {name} in "
-                 "/etc/theiaos/podman.env and run sudo theiaosctl setup")
+        why = health.port_problem(s.publish_address, port, frozenset({acct.uid}))
+        if why:
+            return Check("ports", False, why,
+                         f"sudo ss -ltnp 'sport = :{port}' shows who; or set {name} in "
+                         "/etc/theiaos/podman.env and run sudo theiaosctl setup")
+    return Check("ports", True, f"{s.gateway_port} and {s.bridge_port} are free or ours")
 
 
 def _selinux(s: Settings, acct: Account) -> Check:
-    try:
-        with open("/sys/fs/selinux/enforce") as f:
-            mode = "enforcing" if f.read().strip() == "1" else "permissive"
-    except FileNotFoundError:
+    enforce = files.read_bytes("/sys/fs/selinux/enforce", files.ROOT, files.SMALL)
+    if enforce is None:
         return Check("selinux", True, "SELinux is not enabled")
-    text = (files.read_bytes(s.quadlet_path) or b"").decode()
+    mode = "enforcing" if enforce.strip() == b"1" else "permissive"
+    text = (files.read_bytes(s.quadlet_path, acct.uid, files.SMALL) or b"").decode()
     if text and ":Z\n" not in text:
         return Check("selinux", False, f"SELinux is {mode} but the Quadlet mounts have no :Z",
                      f"remove {s.quadlet_path} and run sudo theiaosctl setup")
@@ -159,9 +158,8 @@ def _selinux(s: Settings, acct: Account) -> Check:
 def _config_owner(s: Settings, acct: Account) -> Check:
     wrong = []
     for path in (s.config_dir, s.env_file, s.config_file, s.workspace_dir):
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
+        st = files.lstat(path)
+        if st is None:
             wrong.append(f"{path} missing")
             continue
         if st.st_uid != acct.uid or stat.S_ISLNK(st.st_mode):
@@ -173,13 +171,12 @@ def _config_owner(s: Settings, acct: Account) -> Check:
 
 
 def _config_mode(s: Settings, acct: Account) -> Check:
-    raw = files.read_bytes(s.config_file)
-    if raw is None:
-        return Check("config-mode", False, f"{s.config_file} is missing", "sudo theiaosctl setup")
     try:
-        cfg = gateway.parse_config(raw, s.config_file)
+        cfg = gateway.read_config(s, acct.uid)
     except TheiaosError as exc:
         return Check("config-mode", False, exc.message, exc.fix or "")
+    if cfg is None:
+        return Check("config-mode", False, f"{s.config_file} is missing", "sudo theiaosctl setup")
     mode = cfg.get("gateway", {}).get("mode") if isinstance(cfg.get("gateway"), dict) else None
     if mode == "local":
         return Check("config-mode", True, 'gateway.mode is "local"')
@@ -188,17 +185,33 @@ def _config_mode(s: Settings, acct: Account) -> Check:
 
 
 def _token(s: Settings, acct: Account) -> Check:
-    token = gateway.read_token(s)
+    token = gateway.read_token(s, acct.uid)
     if not token:
         return Check("token", False, f"THEIAOS_GATEWAY_TOKEN is missing in {s.env_file}",
                      "sudo theiaosctl setup")
-    other = gateway.config_token(s)
+    other = gateway.config_token(s, acct.uid)
     if other and other != token:
         return Check("token", False, f"gateway.auth.token in {s.config_file} differs from "
                      f"THEIAOS_GATEWAY_TOKEN in {s.env_file} (the onboarding wizard wrote it)",
                      f"remove gateway.auth.token from {s.config_file}, then "
                      "sudo theiaosctl restart")
+    if podman.detect().secret:
+        from . import tokens
+
+        if podman.secret_digest(acct.identity()) != tokens.digest(token):
+            return Check("token", False, f"the Podman secret {podman.SECRET} does not hold "
+                         f"the token of {s.env_file}", "sudo theiaosctl restart")
+        return Check("token", True, f"token in {s.env_file}, the same in the Podman secret "
+                     f"{podman.SECRET}")
     return Check("token", True, f"token present in {s.env_file}")
+
+
+def _pending(s: Settings, acct: Account) -> Check:
+    why = state.pending()
+    if why:
+        return Check("pending", False, f"a change is not applied to the running gateway yet "
+                     f"({why}; an interrupted setup or token rotate)", "sudo theiaosctl restart")
+    return Check("pending", True, "the running gateway has every change")
 
 
 def _container_name(s: Settings, acct: Account) -> Check:
@@ -208,24 +221,29 @@ def _container_name(s: Settings, acct: Account) -> Check:
     labels = (info.get("Config") or {}).get("Labels") or {}
     if labels.get("PODMAN_SYSTEMD_UNIT") == UNIT:
         return Check("container-name", True, f"{s.container_name} belongs to {UNIT}")
-    state = (info.get("State") or {}).get("Status", "unknown")
-    return Check("container-name", state == "running",
-                 f"a manually started container {s.container_name} exists ({state}); "
+    status = (info.get("State") or {}).get("Status", "unknown")
+    if not s.quadlet:
+        return Check("container-name", True, f"{s.container_name} is the manual mode's "
+                     f"container ({status})")
+    return Check("container-name", status == "running",
+                 f"a manually started container {s.container_name} exists ({status}); "
                  f"{UNIT} replaces it when it starts",
                  f"sudo -u {acct.name} podman rm -f {s.container_name}")
 
 
 def _launch_script(s: Settings, acct: Account) -> Check:
     path = f"{acct.home}/run-theiaos-podman.sh"
-    if os.access(path, os.X_OK):
+    st = files.lstat(path)
+    if st is not None and stat.S_ISREG(st.st_mode) and st.st_mode & stat.S_IXUSR:
         return Check("launch-script", True, f"{path} is there (manual mode as {acct.name})")
     return Check("launch-script", False, f"{path} is missing or not executable",
                  "sudo theiaosctl setup")
 
 
 CHECKS: tuple[Callable[[Settings, Account], Check], ...] = (
-    _podman, _cgroups, _idmap, _subids, _linger, _manager, _unit, _image, _ports,
-    _selinux, _config_owner, _config_mode, _token, _container_name, _launch_script,
+    _podman, _cgroups, _idmap, _subids, _linger, _manager, _unit, _settings_applied, _image,
+    _ports,
+    _selinux, _config_owner, _config_mode, _token, _pending, _container_name, _launch_script,
 )
 
 

@@ -1,21 +1,25 @@
 """Manual mode (the product doc's launch script): the gateway container run directly
-with ``podman run`` as the service account, from the same Spec as the Quadlet."""
+with ``podman run`` as the service account, from the same Spec as the Quadlet.
+
+`start`, `restart`, `stop`, `logs` and `status` act on this container in manual mode.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
 
-from . import container, gateway, health, podman, service
+from . import container, gateway, health, podman, service, state, tokens
 from .account import Account
 from .errors import GatewayError, TheiaosError
-from .run import run, stream
+from .run import interactive, run, stream
 from .settings import UNIT, Settings
 
 LAUNCH_TIMEOUT = 60.0
+STOP_SECONDS = 10
 
 
-def _preflight(s: Settings, acct: Account) -> None:
+def _preflight(s: Settings, acct: Account) -> podman.Features:
     if service.is_active(acct):
         raise TheiaosError(
             f"{UNIT} is running and owns the container name {s.container_name}; "
@@ -25,38 +29,76 @@ def _preflight(s: Settings, acct: Account) -> None:
     who = acct.identity()
     if podman.image_id(who, s.image) is None:
         raise TheiaosError(podman.provide_hint(who, s.image))
+    features = podman.detect()
+    tokens.sync_secret(s, acct, features)
+    return features
+
+
+def container_state(s: Settings, acct: Account) -> dict[str, object]:
+    """The manual container's State from ``podman container inspect`` ({} when none)."""
+    info = podman.inspect_container(acct.identity(), s.container_name)
+    got = (info or {}).get("State")
+    return got if isinstance(got, dict) else {}
+
+
+def running(s: Settings, acct: Account) -> bool:
+    return bool(container_state(s, acct).get("Running"))
 
 
 def launch(s: Settings, acct: Account) -> None:
-    """Start the gateway container detached; return only when it answers."""
-    _preflight(s, acct)
+    """Start (or replace) the gateway container detached; return only when it answers."""
+    features = _preflight(s, acct)
     who = acct.identity()
-    run(container.run_argv(container.spec(s), acct.uid, acct.gid), as_user=who)
+    run(container.run_argv(container.spec(s), acct.uid, acct.gid, secret=features.secret),
+        as_user=who)
     deadline = time.monotonic() + LAUNCH_TIMEOUT
     while not health.healthy(s):
-        info = podman.inspect_container(who, s.container_name)
-        state = (info or {}).get("State") or {}
-        if state.get("Status") != "running" or time.monotonic() > deadline:
+        st = container_state(s, acct)
+        if st.get("Status") != "running" or time.monotonic() > deadline:
             logs = run(["podman", "logs", "--tail", "20", s.container_name], as_user=who,
                        check=False)
             raise GatewayError(
-                f"container {s.container_name} is {state.get('Status', 'gone')} "
-                f"(exit code {state.get('ExitCode', '?')}) and {s.url}healthz does not "
+                f"container {s.container_name} is {st.get('Status', 'gone')} "
+                f"(exit code {st.get('ExitCode', '?')}) and {s.url}healthz does not "
                 f"answer; its last lines:\n{(logs.stdout + logs.stderr).rstrip()}",
                 "sudo theiaosctl doctor",
             )
-        time.sleep(0.5)
+        time.sleep(0.2)
+    state.clear_pending()
+
+
+def stop(s: Settings, acct: Account) -> str:
+    """Stop the manual container (kept, as `podman stop` keeps it); its state after."""
+    who = acct.identity()
+    if podman.inspect_container(who, s.container_name) is None:
+        return "not there"
+    run(["podman", "stop", "--time", str(STOP_SECONDS), s.container_name], as_user=who)
+    return str(container_state(s, acct).get("Status", "gone"))
+
+
+def logs(s: Settings, acct: Account, lines: int | None, follow: bool, since: str | None) -> int:
+    """``podman logs`` of the manual container (k8s-file log: the account reads it)."""
+    argv = ["podman", "logs"]
+    if lines is not None:
+        argv += ["--tail", str(lines)]
+    if follow:
+        argv.append("--follow")
+    if since:
+        argv += ["--since", since]
+    return stream([*argv, s.container_name], as_user=acct.identity())
 
 
 def onboard(s: Settings, acct: Account) -> int:
-    """The interactive onboarding wizard (same image and mounts, no ports published)."""
-    _preflight(s, acct)
-    before = gateway.config_token(s)
-    code = stream(container.run_argv(container.spec(s), acct.uid, acct.gid, onboard=True),
-                  as_user=acct.identity(), stdin=sys.stdin.fileno())
-    after = gateway.config_token(s)
-    if after and after != before and after != gateway.read_token(s):
+    """The interactive onboarding wizard (same image and mounts, no ports published),
+    on a terminal of its own (run.interactive), never root's."""
+    features = _preflight(s, acct)
+    before = gateway.config_token(s, acct.uid)
+    code = interactive(container.run_argv(container.spec(s), acct.uid, acct.gid,
+                                          secret=features.secret, onboard=True),
+                       as_user=acct.identity())
+    after = gateway.config_token(s, acct.uid)
+    if after and after != before and after != gateway.read_token(s, acct.uid):
         print(f"warning: the wizard wrote gateway.auth.token into {s.config_file}, which "
               f"differs from THEIAOS_GATEWAY_TOKEN in {s.env_file}; clients must use the "
-              "one the gateway reads (see: sudo theiaosctl doctor)", file=sys.stderr)
+              "one the gateway reads (see: sudo theiaosctl doctor)", file=sys.stderr, flush=True)
     return code

@@ -7,8 +7,8 @@ import datetime
 import json
 from typing import Any
 
-from . import account, bus, container, health, podman
-from .errors import CommandError
+from . import account, bus, container, health, podman, state
+from .errors import BusError, CommandError
 from .settings import UNIT, Settings
 
 EXIT_RUNNING, EXIT_NOT_RUNNING, EXIT_UNKNOWN = 0, 3, 4
@@ -33,6 +33,8 @@ class Status:
     linger: bool = False
     config_dir: str = ""
     token_file: str = ""
+    mode: str = "service"  # service (Quadlet) | manual (theiaosctl launch)
+    pending: str = ""  # a change the running gateway has not picked up (state.PENDING)
     problem: str = ""  # what could not be asked (status shows what it can)
 
     @property
@@ -67,18 +69,20 @@ def collect(s: Settings, etc: str = "/etc") -> Status:
         "config_dir": s.config_dir, "token_file": s.env_file, "image": s.image,
         "ports": tuple(p.spec() for p in sp.ports),
         "linger": bus.linger_enabled(acct.uid),
-        "manager_running": bus.manager_running(acct.uid),
+        "mode": "service" if s.quadlet else "manual",
+        "pending": state.pending() or "",
     }
-    if fields["manager_running"]:
-        with bus.UserManager(acct.uid) as mgr:
-            st = mgr.state(UNIT)
-        fields.update(unit_load=st.load, unit_active=st.active, unit_sub=st.sub,
-                      since_usec=st.since_usec)
-    else:
-        fields.update(unit_active="inactive", unit_sub="user manager not running")
     who = acct.identity()
+    if s.quadlet:
+        try:
+            with bus.UserManager(acct.uid) as mgr:
+                st = mgr.state(UNIT)
+            fields.update(manager_running=True, unit_load=st.load, unit_active=st.active,
+                          unit_sub=st.sub, since_usec=st.since_usec)
+        except BusError:
+            fields.update(unit_active="inactive", unit_sub="user manager not running")
     fast = podman.fast_state(who, UNIT.removesuffix(".service"), s.image) \
-        if fields["unit_active"] == "active" else None
+        if fields.get("unit_active") == "active" else None
     if fast is not None:
         fields["container_health"], fields["image_id"] = fast
     else:
@@ -88,10 +92,14 @@ def collect(s: Settings, etc: str = "/etc") -> Status:
         except CommandError as exc:
             fields["problem"] = exc.message
             info = None
+        state_ = (info or {}).get("State") or {}
         if info is not None:
-            state = info.get("State", {})
-            hc = state.get("Health") or state.get("Healthcheck") or {}
-            fields["container_health"] = hc.get("Status") or state.get("Status", "unknown")
+            hc = state_.get("Health") or state_.get("Healthcheck") or {}
+            fields["container_health"] = hc.get("Status") or state_.get("Status", "unknown")
+        if not s.quadlet:
+            fields.update(unit_load="manual", unit_active="active" if state_.get("Running")
+                          else "inactive", unit_sub=f"container {state_.get('Status', 'not there')}",
+                          manager_running=bus.manager_running(acct.uid))
     fields["healthy"] = health.healthy(s)
     return Status(**fields)
 
@@ -102,11 +110,13 @@ def format_text(st: Status) -> str:
                 "  run: sudo theiaosctl setup")
     since = _iso(st.since_usec)
     state = f"{st.unit_active} ({st.unit_sub})" + (f" since {since}" if since else "")
-    if st.unit_load not in ("loaded", "unknown"):
+    if st.unit_load not in ("loaded", "unknown", "manual"):
         state += f", unit {st.unit_load}"
     image_id = st.image_id[:12] if st.image_id else "missing: see sudo theiaosctl doctor"
+    head = f"{UNIT}: {state}" if st.mode == "service" else \
+        f"manual mode (theiaosctl launch): {state}"
     lines = [
-        f"{UNIT}: {state}",
+        head,
         f"  gateway:   {'answers' if st.healthy else 'does not answer'} ({st.url}healthz)",
         f"  container: {st.container_health}",
         f"  image:     {st.image} ({image_id})",
@@ -116,6 +126,8 @@ def format_text(st: Status) -> str:
         f"  config:    {st.config_dir}",
         f"  token:     THEIAOS_GATEWAY_TOKEN in {st.token_file} (sudo theiaosctl token show)",
     ]
+    if st.pending:
+        lines.append(f"  pending:   {st.pending}, not applied yet: sudo theiaosctl restart")
     if st.problem:
         lines.append(f"  problem:   {st.problem}")
     return "\n".join(lines)
