@@ -3,6 +3,7 @@
 #   make demo    build the .deb, boot the lab, install it, bring the gateway up
 #   make deb     build dist/theiaos-podman_<version>_all.deb
 #   make rpm     build dist/theiaos-podman-<version>-1.noarch.rpm (make repo: a dnf repo)
+#   make piuparts  Debian's package tester on the .deb (also part of make check)
 
 SHELL := /bin/bash
 PY := /usr/bin/python3
@@ -16,11 +17,17 @@ DEB_NEXT := dist/theiaos-podman_$(VERSION)-2_all.deb
 APT_DEPS := python3 python3-venv python3-pystemd python3-jinja2 python3-dotenv \
 	python3-dbusmock python3-pytest python3-stdeb python3-all python3-setuptools \
 	dh-python debhelper fakeroot build-essential lintian shellcheck dbus \
-	systemd-container mmdebstrap rpm rpmlint createrepo-c curl
+	systemd-container mmdebstrap rpm rpmlint createrepo-c curl piuparts dpkg-dev
 PIP_DEPS := ruff==0.8.6 mypy==1.13.0
 
 RPM := dist/theiaos-podman-$(VERSION)-1.noarch.rpm
 RPM_NEXT := dist/theiaos-podman-$(VERSION)-2.noarch.rpm
+# The released packages, exactly as built then: the lifecycle tests upgrade from the
+# newest of them to the packages just built (../shared/releases/README.md).
+RELEASES ?= $(abspath ../shared/releases)
+RELEASE := $(shell ls $(RELEASES) | grep -xE '[0-9]+\.[0-9]+\.[0-9]+' | sort -V | tail -n 1)
+RELEASE_DEB := $(RELEASES)/$(RELEASE)/theiaos-podman_$(RELEASE)-1_all.deb
+RELEASE_RPM := $(RELEASES)/$(RELEASE)/theiaos-podman-$(RELEASE)-1.noarch.rpm
 
 # $(call stdeb,BUILD-DIR,DEBIAN-REVISION): stdeb with Debian's own python3 first on PATH.
 define stdeb
@@ -42,7 +49,7 @@ define rpmbuild
 	cp build/rpm$(1)/RPMS/noarch/theiaos-podman-$(VERSION)-$(1).noarch.rpm $@
 endef
 
-.PHONY: deps check test deb rpm repo demo lint clean
+.PHONY: deps check test deb rpm repo demo lint clean piuparts
 deps: $(VENV)/.done
 
 $(VENV)/.done: Makefile
@@ -74,18 +81,32 @@ $(RPM): deps $(shell git ls-files theiaos_pkg units rpm docs completions bin etc
 $(RPM_NEXT): $(RPM)
 	$(call rpmbuild,2)
 
-# A local dnf repository with both builds (createrepo_c), for the dnf lifecycle tests.
-repo: $(RPM) $(RPM_NEXT)
+# A local dnf repository with the last release and both builds (createrepo_c), for the
+# dnf lifecycle tests.
+repo: $(RPM) $(RPM_NEXT) released
 	rm -rf dist/repo && mkdir -p dist/repo
-	cp $(RPM) $(RPM_NEXT) dist/repo/
+	cp $(RELEASE_RPM) $(RPM) $(RPM_NEXT) dist/repo/
 	createrepo_c --quiet dist/repo
+
+.PHONY: released
+released:
+	@test -f $(RELEASE_DEB) -a -f $(RELEASE_RPM) || { echo "no released packages in" \
+		"$(RELEASES) (set RELEASES=DIR: DIR/VERSION/theiaos-podman_VERSION-1_all.deb and .rpm)"; exit 1; }
+	@case "$(RELEASE)" in $(VERSION)) echo "the package's version $(VERSION) is already" \
+		"released: bump theiaos_pkg/__init__.py"; exit 1;; esac
 
 check: deps $(DEB) $(DEB_NEXT) repo
 	THEIAOS_DEB=$(abspath $(DEB)) THEIAOS_DEB_NEXT=$(abspath $(DEB_NEXT)) \
+		THEIAOS_RELEASE_DEB=$(RELEASE_DEB) THEIAOS_RELEASE=$(RELEASE) \
 		THEIAOS_RPM=$(abspath $(RPM)) THEIAOS_REPO=$(abspath dist/repo) \
 		$(VPY) -m pytest -ra $(PYTEST_ARGS)
 
 test: check
+
+# Debian's package tester alone (make check runs it too): install/purge of the .deb and
+# the upgrade from the last release, offline, in a cached Debian 13 base.
+piuparts: deps $(DEB) released
+	sh tests/piuparts.sh $(abspath $(DEB)) $(RELEASE_DEB)
 
 demo: deps $(DEB)
 	$(VPY) -m tests.demo $(abspath $(DEB))

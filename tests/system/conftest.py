@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from theiaos_pkg.gateway import token_of
+from theiaos_pkg.envfile import value as token_of
 
 from ..lab import Lab, build_test_image
 
@@ -27,8 +27,8 @@ DEB_IN_LAB = "/var/tmp/theiaos-podman.deb"
 HOME = "/home/theiaos"
 
 
-def http_get(path: str, token: str | None = None) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", 18789, timeout=5)
+def http_get(path: str, token: str | None = None, port: int = 18789) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
         conn.request("GET", path, headers={"Authorization": f"Bearer {token}"} if token else {})
         return conn.getresponse().status

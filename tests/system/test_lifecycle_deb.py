@@ -18,6 +18,7 @@ from .conftest import HOME, http_get, lab_only, port_free
 pytestmark = lab_only
 
 DEB1, DEB2 = "/var/tmp/theiaos-podman-1.deb", "/var/tmp/theiaos-podman-2.deb"
+RELEASED = "/var/tmp/theiaos-podman-released.deb"
 QUADLET = f"{HOME}/.config/containers/systemd/theiaos.container"
 
 
@@ -74,18 +75,25 @@ class Box:
 
 @pytest.fixture(scope="module")
 def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
-    debs = [os.environ.get("THEIAOS_DEB"), os.environ.get("THEIAOS_DEB_NEXT")]
+    debs = [os.environ.get(v) for v in ("THEIAOS_DEB", "THEIAOS_DEB_NEXT", "THEIAOS_RELEASE_DEB")]
     if not all(debs):
-        pytest.fail("THEIAOS_DEB and THEIAOS_DEB_NEXT must name two builds: run `make check`")
+        pytest.fail("THEIAOS_DEB, THEIAOS_DEB_NEXT and THEIAOS_RELEASE_DEB must name two builds "
+                    "and the last release: run `make check`")
     assert port_free(18789), "127.0.0.1:18789 is busy on the host (the lab shares it)"
     with Lab(tmp_path_factory.mktemp("lifecycle-deb")) as lab:
-        lab.put(Path(str(debs[0])), DEB1)
-        lab.put(Path(str(debs[1])), DEB2)
+        for src, dest in zip(debs, (DEB1, DEB2, RELEASED)):
+            lab.put(Path(str(src)), dest)
         yield Box(lab)
 
 
-def test_install(box: Box) -> None:
-    out = box.apt("install", DEB1)
+def _version(box: Box) -> str:
+    return box.lab.run("dpkg-query", "-W", "-f=${Version}", "theiaos-podman").stdout
+
+
+def test_install_the_last_release(box: Box) -> None:
+    """The lifecycle starts from real old code: the last released .deb, as built then."""
+    out = box.apt("install", RELEASED)
+    assert _version(box) == f"{os.environ['THEIAOS_RELEASE']}-1"
     assert "theiaos-podman: image: missing" in out
     build_test_image(box.lab, "theiaos")
     box.lab.run("theiaosctl", "start", timeout=400)
@@ -98,16 +106,32 @@ def test_install(box: Box) -> None:
 
 
 def test_reinstall_restarts_nothing(box: Box) -> None:
-    out = box.apt("install", "--reinstall", DEB1)
+    out = box.apt("install", "--reinstall", RELEASED)
     assert "theiaos-podman: service: unchanged" in out
     assert box.container_id() == box.cid and box.up()
 
 
-def test_upgrade_keeps_everything_and_restarts_nothing(box: Box) -> None:
+def test_upgrade_from_the_release_keeps_everything(box: Box) -> None:
+    """The new unit (the token as a Podman secret) restarts the gateway once; token,
+    config, workspace, subids and the account are kept, and it answers with the token."""
+    workspace_file = f"{HOME}/.theiaos/workspace/notes.md"
+    box.lab.run_as("theiaos", "sh", "-c", f"echo kept > {workspace_file}")
+    config = box.read(f"{HOME}/.theiaos/theiaos.json")
+    out = box.apt("install", DEB1)
+    assert _version(box) == f"{os.environ['THEIAOS_DEB'].rsplit('_', 2)[1]}"
+    assert "theiaos-podman: quadlet: changed" in out and "service: restarted" in out, out
+    assert box.up() and http_get("/", box.token) == 200
+    assert box.lab.run("theiaosctl", "token", "show").stdout.strip() == box.token
+    assert box.read(workspace_file) == "kept\n"
+    assert box.read(f"{HOME}/.theiaos/theiaos.json") == config
+    assert len(box.subid_lines()) == 2 and box.linger()
+    box.cid = box.container_id()
+
+
+def test_upgrade_that_changes_nothing_restarts_nothing(box: Box) -> None:
     out = box.apt("install", DEB2)
     assert "theiaos-podman: service: unchanged" in out, out
-    version = box.lab.run("dpkg-query", "-W", "-f=${Version}", "theiaos-podman").stdout
-    assert version.endswith("-2")
+    assert _version(box).endswith("-2")
     assert box.container_id() == box.cid and box.up()
     assert box.lab.run("theiaosctl", "token", "show").stdout.strip() == box.token
     assert len(box.subid_lines()) == 2
@@ -130,7 +154,9 @@ def _failing_upgrade(deb: Path, out: Path) -> Path:
     tree = out / "tree"
     subprocess.run(["dpkg-deb", "-R", str(deb), str(tree)], check=True)
     control = tree / "DEBIAN" / "control"
-    control.write_text(re.sub(r"^Version: .*$", "Version: 0.1.0-99", control.read_text(),
+    version = re.search(r"^Version: (.*)-\d+$", control.read_text(), re.M)
+    assert version
+    control.write_text(re.sub(r"^Version: .*$", f"Version: {version[1]}-99", control.read_text(),
                               flags=re.M))
     preinst = tree / "DEBIAN" / "preinst"
     preinst.write_text("#!/bin/sh\necho 'preinst: failing on purpose' >&2\nexit 1\n")
@@ -149,7 +175,7 @@ def test_failed_upgrade_leaves_a_working_install(box: Box, tmp_path: Path) -> No
     assert proc.returncode != 0 and "preinst: failing on purpose" in out, out
     assert "theiaos-podman: service: unchanged" in out, out  # old postinst abort-upgrade
     version = box.lab.run("dpkg-query", "-W", "-f=${Version} ${Status}", "theiaos-podman").stdout
-    assert version == "0.1.0-2 install ok installed", version
+    assert version.endswith("-2 install ok installed"), version
     assert box.up() and box.container_id() == box.cid
 
 

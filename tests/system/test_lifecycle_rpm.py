@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ..lab import Lab, build_test_image
-from .conftest import HOME, lab_only, port_free
+from .conftest import HOME, http_get, lab_only, port_free
 from .test_lifecycle_deb import QUADLET, Box
 
 pytestmark = lab_only
@@ -67,12 +67,18 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DnfBox]:
         yield DnfBox(lab)
 
 
-def test_install(box: DnfBox) -> None:
-    out = box.dnf("install", "theiaos-podman-0.1.0-1")
+RELEASE = os.environ.get("THEIAOS_RELEASE", "")
+# dist/theiaos-podman-VERSION-1.noarch.rpm: the version just built
+BUILT = os.environ.get("THEIAOS_RPM", "x-0-1.").rsplit("-", 2)[-2]
+
+
+def test_install_the_last_release(box: DnfBox) -> None:
+    """The lifecycle starts from real old code: the last released .rpm, as built then."""
+    out = box.dnf("install", f"theiaos-podman-{RELEASE}-1")
     assert "theiaos-podman: image: missing" in out, out
     build_test_image(box.lab, "theiaos")
     box.lab.run("theiaosctl", "start", timeout=400)
-    assert box.up() and box.linger() and box.version() == "0.1.0-1"
+    assert box.up() and box.linger() and box.version() == f"{RELEASE}-1"
     box.token = box.lab.run("theiaosctl", "token", "show").stdout.strip()
     box.cid = box.container_id()
     assert len(box.subid_lines()) == 2
@@ -84,11 +90,20 @@ def test_reinstall_restarts_nothing(box: DnfBox) -> None:
     assert box.container_id() == box.cid and box.up()
 
 
-def test_upgrade_keeps_everything_and_restarts_nothing(box: DnfBox) -> None:
+def test_upgrade_from_the_release_keeps_everything(box: DnfBox) -> None:
+    out = box.dnf("install", f"theiaos-podman-{BUILT}-1")
+    assert "remove:" not in out  # the old %preun saw $1=1: nothing torn down
+    assert "theiaos-podman: quadlet: changed" in out and "service: restarted" in out, out
+    assert box.version() == f"{BUILT}-1"
+    assert box.up() and box.linger() and http_get("/", box.token) == 200
+    assert box.lab.run("theiaosctl", "token", "show").stdout.strip() == box.token
+    box.cid = box.container_id()
+
+
+def test_upgrade_that_changes_nothing_restarts_nothing(box: DnfBox) -> None:
     out = box.dnf("upgrade", "theiaos-podman")
     assert "theiaos-podman: service: unchanged" in out, out
-    assert "remove:" not in out  # the old %preun saw $1=1: nothing torn down
-    assert box.version() == "0.1.0-2"
+    assert box.version() == f"{BUILT}-2"
     assert box.container_id() == box.cid and box.up() and box.linger()
     assert box.lab.run("theiaosctl", "token", "show").stdout.strip() == box.token
 

@@ -116,7 +116,11 @@ def test_settings_take_effect_in_both_modes(installed: Installed) -> None:
             mounts = {m["Source"]: m["Destination"] for m in info["Mounts"]}
             assert mounts["/srv/theiaos/config"] == "/home/node/.theiaos", mode
             assert mounts["/srv/theiaos/work"] == "/home/node/.theiaos/workspace", mode
-            assert "GROQ_API_KEY=groq-test-key" in info["Config"]["Env"], mode
+            # Provider keys reach the gateway through its own .env, which it loads from
+            # the config mount (the token comes from the Podman secret).
+            inside = as_theiaos(installed, "podman", "exec", "theiaos", "python3", "-c",
+                                "print(open('/home/node/.theiaos/.env').read())")
+            assert "GROQ_API_KEY=groq-test-key" in inside, mode
             ports = info["NetworkSettings"]["Ports"]
             assert ports["18790/tcp"][0]["HostPort"] == "28790", mode
         # the doc's manual-mode podman commands, as theiaos

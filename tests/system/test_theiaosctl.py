@@ -187,15 +187,32 @@ def test_launch_setup_warns_about_a_second_token(installed: Installed) -> None:
     assert installed.ctl("start")[0] == 0
 
 
-def test_setup_container_then_quadlet(installed: Installed) -> None:
+def test_setup_container_then_every_verb_in_manual_mode_then_quadlet(
+        installed: Installed) -> None:
     quadlet = installed.path(f"{HOME}/.config/containers/systemd/theiaos.container")
     code, out = installed.ctl("setup", "--container")
     assert code == 0 and "removed" in out and "manual mode" in out, out
     assert not quadlet.exists()
-    code, out = installed.ctl("start")
-    assert code == 1 and "manual mode" in out, out
     code, out = installed.ctl("setup")  # the chosen mode sticks (upgrades run setup too)
     assert code == 0 and not quadlet.exists(), out
+    code, out = installed.ctl("start")  # manual mode: start launches the container
+    assert code == 0 and "(manual mode)" in out and http_get("/healthz") == 200, out
+    code, out = installed.ctl("status")
+    assert code == 0 and out.startswith("manual mode (theiaosctl launch): active"), out
+    assert "gateway:   answers" in out
+    code, out = installed.ctl("logs", "-n", "50")
+    assert code == 0 and "[gateway] listening on" in out, out
+    assert installed.ctl("doctor")[0] == 0
+    before = installed.lab.run_as("theiaos", "podman", "inspect", "--format", "{{.Id}}",
+                                  "theiaos").stdout
+    code, out = installed.ctl("restart")
+    assert code == 0 and "restarted (manual mode)" in out, out
+    assert installed.lab.run_as("theiaos", "podman", "inspect", "--format", "{{.Id}}",
+                                "theiaos").stdout != before
+    code, out = installed.ctl("stop")
+    assert code == 0 and "container theiaos: exited (manual mode)" in out, out
+    code, out = installed.ctl("status")
+    assert code == 3 and "manual mode (theiaosctl launch): inactive" in out, out
     code, out = installed.ctl("setup", "--quadlet")
     assert code == 0 and "Setup complete" in out and quadlet.exists(), out
 
