@@ -182,7 +182,10 @@ def test_failed_upgrade_leaves_a_working_install(box: Box, tmp_path: Path) -> No
 def test_remove_stops_and_cleans_up(box: Box) -> None:
     listed = box.lab.run("dpkg", "-L", "theiaos-podman").stdout.split()
     box.shipped = [p for p in listed if box.lab.run("test", "-d", p, check=False).returncode]
+    # A broken /etc/theiaos/podman.env does not keep the package from going.
+    box.lab.run("sh", "-c", "echo 'THEIAOS_NO_SUCH_SETTING=1' >> /etc/theiaos/podman.env")
     out = box.apt("remove", "theiaos-podman")
+    assert "unknown setting THEIAOS_NO_SUCH_SETTING; removing with the default" in out, out
     assert "remove: removed " + QUADLET in out, out
     assert "lingering turned off for theiaos" in out
     assert not box.up() and not box.exists(QUADLET) and not box.linger()

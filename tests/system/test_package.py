@@ -148,6 +148,33 @@ def test_start_failure_says_why_with_the_journal(installed: Installed) -> None:
     assert http_get("/healthz") == 200
 
 
+def test_a_gateway_that_does_not_answer_is_reported_not_fatal_to_apt(
+        installed: Installed) -> None:
+    """apt is never wedged: the postinst says why and what to run, and exits 0."""
+    import time
+
+    cfg = installed.path(f"{HOME}/.theiaos/theiaos.json")
+    good = cfg.read_text()
+    assert installed.ctl("stop")[0] == 0
+    cfg.write_text(good.replace('"mode": "local"', '"mode": "remote"'))
+    try:
+        began = time.monotonic()
+        proc = installed.lab.run("apt-get", "install", "-y", "--reinstall", DEB_IN_LAB,
+                                 check=False, timeout=600,
+                                 env={"DEBIAN_FRONTEND": "noninteractive"})
+        took = time.monotonic() - began
+    finally:
+        cfg.write_text(good)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "theiaos-podman: warning: the gateway is installed but not up" in out, out
+    assert "sudo theiaosctl start" in out and "Setup complete" not in out
+    assert took < 150, took  # HOOK_UP_TIMEOUT (120 s) bounds the wait, and more
+    status = installed.lab.run("dpkg-query", "-W", "-f=${Status}", "theiaos-podman").stdout
+    assert status == "install ok installed"
+    assert installed.ctl("start")[0] == 0 and http_get("/healthz") == 200
+
+
 def test_non_root_gets_the_sudo_form(installed: Installed) -> None:
     proc = installed.lab.run_as("theiaos", "theiaosctl", "stop", check=False)
     assert proc.returncode == 1
