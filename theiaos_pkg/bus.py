@@ -270,6 +270,21 @@ class UserManager:
     def restart(self, unit: str, timeout: float = 300) -> None:
         self._job("RestartUnit", unit, timeout)
 
+    def unit_file_state(self, unit: str) -> str:
+        """enabled, disabled, generated (a Quadlet unit), static…"""
+        with _errors(f"UnitFileState of {unit}"):
+            path = self._manager(b"LoadUnit", b"s", unit.encode())
+            return _text(_prop(self._bus, SYSTEMD, path, _SD_UNIT, b"UnitFileState", b"s"))
+
+    def enable(self, unit: str) -> None:
+        """`systemctl --user enable UNIT`: its [Install] links (the plain unit's)."""
+        with _errors(f"enable {unit}"):
+            self._manager(b"EnableUnitFiles", b"asbb", [unit.encode()], False, True)
+
+    def disable(self, unit: str) -> None:
+        with _errors(f"disable {unit}"):
+            self._manager(b"DisableUnitFiles", b"asb", [unit.encode()], False)
+
     def reset_failed(self, unit: str) -> None:
         with _errors(f"reset-failed {unit}"):
             self._manager(b"ResetFailedUnit", b"s", unit.encode())

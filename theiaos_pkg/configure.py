@@ -57,11 +57,19 @@ def _state(changed: bool) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class UnitPlan:
-    """The gateway's unit file: what to do with it and its text."""
+    """The gateway's unit file of the kind this Podman gets: what to do with it and its
+    text; and our files of the other kind (or of both, in manual mode), retired: stopped,
+    disabled, removed (after a Podman upgrade past 4.4, or a downgrade)."""
 
-    path: str
-    action: str  # write | unchanged | kept (edited by an admin) | remove | none
+    unit: quadlet.UnitFile | None  # None: manual mode
+    action: str  # write | unchanged | kept (edited by an admin) | none
     text: str = ""
+    retire: tuple[quadlet.UnitFile, ...] = ()
+    kept: tuple[quadlet.UnitFile, ...] = ()  # edited by an admin: never removed
+
+    @property
+    def path(self) -> str:
+        return self.unit.path if self.unit else ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,8 +85,9 @@ class Plan:
     def restart_reason(self) -> str | None:
         """What the running gateway must pick up (config or unit), or None."""
         what = [os.path.basename(p) for p in self.config.changed]
-        if self.unit.action in ("write", "remove"):
-            what.append(os.path.basename(self.unit.path))
+        if self.unit.action == "write" or self.unit.retire:
+            what += [os.path.basename(u.path) for u in (self.unit.unit, *self.unit.retire)
+                     if u is not None]
         return f"changed {', '.join(what)}" if what else None
 
 
@@ -139,22 +148,35 @@ def _check_ports(s: Settings, ours: frozenset[int]) -> None:
 
 
 def _plan_unit(s: Settings, features: podman.Features, uid: int | None) -> UnitPlan:
-    path = s.quadlet_path
-    raw = files.read_bytes(path, uid, files.SMALL) if uid is not None else None
-    old = raw.decode("utf-8", "replace") if raw is not None else None
-    if not s.quadlet:
-        if old is None:
-            return UnitPlan(path, "none")
-        return UnitPlan(path, "kept" if quadlet.edited_by_admin(old) else "remove")
-    if not features.quadlet:
-        raise TheiaosError(f"Podman {features.label()} has no Quadlet (needs 4.4 or later)",
-                           "upgrade podman, or use manual mode: sudo theiaosctl setup --container")
-    text = quadlet.render(s, features)
-    if old == text:
-        return UnitPlan(path, "unchanged", text)
-    if old is not None and quadlet.edited_by_admin(old):
-        return UnitPlan(path, "kept", old)
-    return UnitPlan(path, "write", text)
+    """Quadlet from Podman 4.4, a plain user unit before; in manual mode neither. An
+    admin-edited file is kept, whichever kind (and while an edited unit of the other kind
+    is there, it is the one systemd runs: ours is not written beside it)."""
+    want = features.unit_kind if s.quadlet else None
+    texts = {}
+    for uf in quadlet.unit_files(s):
+        raw = files.read_bytes(uf.path, uid, files.SMALL) if uid is not None else None
+        texts[uf.kind] = raw.decode("utf-8", "replace") if raw is not None else None
+    retire: list[quadlet.UnitFile] = []
+    kept: list[quadlet.UnitFile] = []
+    for uf in quadlet.unit_files(s):
+        old = texts[uf.kind]
+        if uf.kind == want or old is None:
+            continue
+        (kept if quadlet.edited_by_admin(old) else retire).append(uf)
+    if want is None:
+        return UnitPlan(None, "none", retire=tuple(retire), kept=tuple(kept))
+    target = quadlet.unit_file(s, want)
+    old = texts[want]
+    text = quadlet.render_unit(s, features)
+    if kept:
+        action, text = "none", ""
+    elif old == text:
+        action = "unchanged"
+    elif old is not None and quadlet.edited_by_admin(old):
+        action, text = "kept", old
+    else:
+        action = "write"
+    return UnitPlan(target, action, text, tuple(retire), tuple(kept))
 
 
 def preflight(s: Settings, etc: str, features: podman.Features,
@@ -171,7 +193,7 @@ def preflight(s: Settings, etc: str, features: podman.Features,
     for attr, setting in _DIR_SETTINGS:
         _check_dir(getattr(s, attr), setting, s, ap)
     if s.quadlet:
-        _check_dir(s.quadlet_dir, "THEIAOS_PODMAN_HOME", s, ap)
+        _check_dir(quadlet.unit_file(s, features.unit_kind).directory, "THEIAOS_PODMAN_HOME", s, ap)
     cfg = gateway.plan(s, uid)
     unit = _plan_unit(s, features, uid)
     if will_start:
@@ -194,23 +216,52 @@ def write_launch_script(s: Settings, acct: Account) -> Step:
                                                           Perm(acct.uid, acct.gid, 0o755))), path)
 
 
+def _retire(s: Settings, acct: Account, uf: quadlet.UnitFile) -> str:
+    """Stop the gateway, disable (a plain unit) and remove one of our unit files."""
+    if bus.systemd_running() and service.manager_running(acct):
+        service.stop(acct)
+        if uf.kind == "plain":
+            with bus.UserManager(acct.uid) as mgr:
+                mgr.disable(UNIT)
+    if uf.kind == "plain":  # the [Install] link, also where no manager could be asked
+        files.remove(f"{uf.directory}/default.target.wants/{UNIT}")
+    files.remove(uf.path)
+    return f"removed {uf.path}"
+
+
 def _apply_unit(p: Plan, acct: Account) -> Step:
     u, s = p.unit, p.s
+    name = "quadlet" if (u.unit is None or u.unit.kind == "quadlet") else "unit"
+    done = [_retire(s, acct, uf) for uf in u.retire]
+    kept = "; ".join(f"kept {uf.path}: edited by hand" for uf in u.kept)
+    if u.unit is None:
+        detail = "; ".join([*done, kept] if kept else done) or "manual mode: none installed"
+        if kept and not done:
+            return Step(name, "kept", f"{kept}; remove it yourself if manual mode is meant")
+        return Step(name, "changed" if done else "unchanged",
+                    detail + (" (manual mode)" if done else ""))
     if u.action == "none":
-        return Step("quadlet", "unchanged", "manual mode: none installed")
+        return Step(name, "kept", f"{kept}; it runs the gateway; remove it and run "
+                    "`theiaosctl setup` to switch to the generated one")
     if u.action == "kept":
-        return Step("quadlet", "kept", f"{u.path} was edited by hand; "
-                    + ("remove it yourself if manual mode is meant" if not s.quadlet
-                       else "remove it and run `theiaosctl setup` to regenerate"))
-    if u.action == "remove":
-        if bus.systemd_running() and service.manager_running(acct):
-            service.stop(acct)
-        files.remove(u.path)
-        return Step("quadlet", "changed", f"removed {u.path} (manual mode)")
+        return Step(name, "kept", f"{u.path} was edited by hand; remove it and run "
+                    "`theiaosctl setup` to regenerate")
     mine = Perm(acct.uid, acct.gid, 0o755)
-    files.ensure_dir(s.quadlet_dir, mine, parents=mine, adopt_below=s.home)
+    files.ensure_dir(u.unit.directory, mine, parents=mine, adopt_below=s.home)
     changed = files.write_bytes(u.path, u.text.encode(), Perm(acct.uid, acct.gid, 0o644))
-    return Step("quadlet", _state(changed), u.path)
+    if u.unit.kind == "plain" and not bus.systemd_running():
+        _link_install(s, acct, u.unit)
+    state_ = "changed" if changed or done else "unchanged"
+    return Step(name, state_, "; ".join([*done, u.path]))
+
+
+def _link_install(s: Settings, acct: Account, uf: quadlet.UnitFile) -> None:
+    """What `systemctl --user enable` does, for a chroot or image where no user manager
+    can be asked: the plain unit's [Install] WantedBy=default.target link."""
+    mine = Perm(acct.uid, acct.gid, 0o755)
+    wants = f"{uf.directory}/default.target.wants"
+    files.ensure_dir(wants, mine, parents=mine, adopt_below=s.home)
+    files.symlink(f"{wants}/{UNIT}", f"../{UNIT}", Perm(acct.uid, acct.gid, 0o777))
 
 
 def apply(p: Plan, etc: str, out: Outcome, report: Report) -> Account:
@@ -354,12 +405,12 @@ def _stop_all(s: Settings, acct: Account, report: Report) -> None:
 
 
 def _remove_unit(s: Settings, acct: Account, report: Report) -> None:
-    raw = files.read_bytes(s.quadlet_path, acct.uid, files.SMALL)
-    if raw is not None and quadlet.edited_by_admin(raw.decode("utf-8", "replace")):
-        report(f"remove: kept {s.quadlet_path} (edited by hand); remove it yourself")
-    elif raw is not None:
-        files.remove(s.quadlet_path)
-        report(f"remove: removed {s.quadlet_path}")
+    for uf in quadlet.unit_files(s):
+        raw = files.read_bytes(uf.path, acct.uid, files.SMALL)
+        if raw is not None and quadlet.edited_by_admin(raw.decode("utf-8", "replace")):
+            report(f"remove: kept {uf.path} (edited by hand); remove it yourself")
+        elif raw is not None:
+            report(f"remove: {_retire(s, acct, uf)}")
     if bus.systemd_running() and service.manager_running(acct):
         with bus.UserManager(acct.uid) as mgr:
             mgr.reload()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import TYPE_CHECKING
 
 from .settings import (
     CONTAINER_BRIDGE_PORT,
@@ -19,6 +20,9 @@ from .settings import (
     TOKEN_KEY,
     Settings,
 )
+
+if TYPE_CHECKING:
+    from .podman import Features
 
 HEALTH_CMD = json.dumps([
     "node", "-e",
@@ -103,3 +107,31 @@ def run_argv(sp: Spec, uid: int, gid: int, *, secret: bool, onboard: bool = Fals
     # system journal, and `sudo -u theiaos podman logs -f theiaos` must show them.
     return [*argv, "--detach", f"--pull={pull}", "--log-driver", "k8s-file", sp.image,
             *sp.command]
+
+
+#: How the plain unit's Podman knows its container (systemd expands %t and %N).
+CIDFILE = "%t/%N.cid"
+
+
+def service_argv(sp: Spec, features: Features) -> list[str]:
+    """``podman run`` for the plain user unit (Podman without Quadlet): in the
+    foreground, removed when it stops, every flag one that ``features`` accepts. The
+    Quadlet generator makes the same command from the same Spec on newer Podman."""
+    argv = ["/usr/bin/podman", "run", "--rm", "--replace", "--name", sp.name,
+            f"--cidfile={CIDFILE}", "--userns=keep-id", "--user", "%U:%G"]
+    for key, value in sp.environment:
+        argv += ["--env", f"{key}={value}"]
+    argv += ["--secret", token_secret()] if features.secret else ["--env-file", sp.env_file]
+    for vol in sp.volumes:
+        argv += ["--volume", vol.spec()]
+    for port in sp.ports:
+        argv += ["--publish", port.spec()]
+    argv += ["--health-cmd", sp.health_cmd, "--health-interval", "30s", "--health-timeout",
+             "5s", "--health-retries", "3", "--health-start-period", "30s"]
+    if features.health_on_failure:
+        argv += ["--health-on-failure", "kill"]
+    if sp.image.startswith("localhost/"):
+        argv.append("--pull=never")
+    # k8s-file: the container's output reaches the journal once, through the attached
+    # foreground podman (the unit's main process); `podman logs` reads the file.
+    return [*argv, "--log-driver", "k8s-file", sp.image, *sp.command]

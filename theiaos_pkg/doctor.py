@@ -3,7 +3,7 @@
 The product doc's troubleshooting items map onto these checks: EACCES on config
 (config-owner), missing gateway.mode (config-mode), rootless Podman failing for the
 account (subids, newuidmap), container name in use (container-name), script not found
-(launch-script), Quadlet service not found (quadlet-unit, cgroups).
+(launch-script), Quadlet service not found (unit, cgroups).
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ def _podman(s: Settings, acct: Account) -> Check:
     f = podman.detect()
     if f.quadlet:
         return Check("podman", True, f"Podman {f.label()} (Quadlet supported)")
-    return Check("podman", False, f"Podman {f.label()} has no Quadlet (needs 4.4)",
-                 "upgrade podman, or use manual mode: sudo theiaosctl setup --container")
+    return Check("podman", True, f"Podman {f.label()} has no Quadlet: the gateway runs as "
+                 "a plain user unit (podman run in the foreground)")
 
 
 def _cgroups(s: Settings, acct: Account) -> Check:
@@ -90,37 +90,52 @@ def _manager(s: Settings, acct: Account) -> Check:
                  f"sudo systemctl start user@{acct.uid}.service")
 
 
+def _unit_file(s: Settings) -> tuple[str, str]:
+    """(path, what) of the unit this Podman gets."""
+    from . import quadlet
+
+    uf = quadlet.unit_file(s, podman.detect().unit_kind)
+    return uf.path, uf.describe()
+
+
 def _unit(s: Settings, acct: Account) -> Check:
+    """The unit is there, and valid for this Podman: systemd loaded it."""
     if not s.quadlet:
-        return Check("quadlet-unit", True, "manual mode (setup --container): no unit; "
+        return Check("unit", True, "manual mode (setup --container): no unit; "
                      "theiaosctl launch runs the container")
-    if files.lstat(s.quadlet_path) is None:
-        return Check("quadlet-unit", False, f"{s.quadlet_path} is missing (manual mode?)",
-                     "sudo theiaosctl setup --quadlet")
+    path, what = _unit_file(s)
+    if files.lstat(path) is None:
+        return Check("unit", False, f"{path} ({what}) is missing (manual mode, or Podman "
+                     "changed since the last setup?)", "sudo theiaosctl setup --quadlet")
     if not bus.manager_running(acct.uid):
-        return Check("quadlet-unit", False, "cannot ask the user manager (not running)",
+        return Check("unit", False, "cannot ask the user manager (not running)",
                      f"sudo systemctl start user@{acct.uid}.service")
     with bus.UserManager(acct.uid) as mgr:
         st = mgr.state(UNIT)
     if st.load == "loaded":
-        return Check("quadlet-unit", True, f"{UNIT} is {st.active} ({st.sub})")
-    return Check("quadlet-unit", False, f"{UNIT} is {st.load}: Quadlet rejected the file",
-                 f"sudo -u {acct.name} /usr/libexec/podman/quadlet -dryrun -user, then "
-                 "sudo systemctl --machine theiaos@ --user daemon-reload")
+        return Check("unit", True, f"{UNIT} ({what}) is {st.active} ({st.sub})")
+    if what == "Quadlet":
+        return Check("unit", False, f"{UNIT} is {st.load}: Quadlet rejected {path}",
+                     f"sudo -u {acct.name} /usr/libexec/podman/quadlet -dryrun -user, then "
+                     f"sudo systemctl --machine {acct.name}@ --user daemon-reload")
+    return Check("unit", False, f"{UNIT} is {st.load}: systemd rejected {path}",
+                 f"sudo -u {acct.name} XDG_RUNTIME_DIR=/run/user/{acct.uid} systemd-analyze "
+                 f"--user verify {path}")
 
 
 def _settings_applied(s: Settings, acct: Account) -> Check:
-    """Our Quadlet on disk is what the settings render now (podman.env or the
-    environment changed since the last setup otherwise)."""
+    """Our unit on disk is what the settings render now (podman.env or the environment
+    changed since the last setup otherwise)."""
     from . import quadlet, settings
 
-    raw = files.read_bytes(s.quadlet_path, acct.uid, files.SMALL) if s.quadlet else None
+    path, _what = _unit_file(s)
+    raw = files.read_bytes(path, acct.uid, files.SMALL) if s.quadlet else None
     if raw is None or quadlet.edited_by_admin(raw.decode("utf-8", "replace")):
         return Check("settings", True, "nothing rendered from the settings to compare")
-    if quadlet.render(settings.load(), podman.detect()).encode() == raw:
-        return Check("settings", True, f"{s.quadlet_path} is what the settings render")
+    if quadlet.render_unit(settings.load(), podman.detect()).encode() == raw:
+        return Check("settings", True, f"{path} is what the settings render")
     return Check("settings", False, "the settings changed since the last setup (podman.env "
-                 f"or the environment); {s.quadlet_path} still has the old ones",
+                 f"or the environment); {path} still has the old ones",
                  "sudo theiaosctl setup")
 
 
@@ -148,10 +163,11 @@ def _selinux(s: Settings, acct: Account) -> Check:
     if enforce is None:
         return Check("selinux", True, "SELinux is not enabled")
     mode = "enforcing" if enforce.strip() == b"1" else "permissive"
-    text = (files.read_bytes(s.quadlet_path, acct.uid, files.SMALL) or b"").decode()
-    if text and ":Z\n" not in text:
-        return Check("selinux", False, f"SELinux is {mode} but the Quadlet mounts have no :Z",
-                     f"remove {s.quadlet_path} and run sudo theiaosctl setup")
+    path, what = _unit_file(s)
+    text = (files.read_bytes(path, acct.uid, files.SMALL) or b"").decode()
+    if text and ":Z\n" not in text and ":Z " not in text:
+        return Check("selinux", False, f"SELinux is {mode} but the {what}'s mounts have no :Z",
+                     f"remove {path} and run sudo theiaosctl setup")
     return Check("selinux", True, f"SELinux is {mode}; mounts are relabelled (:Z)")
 
 

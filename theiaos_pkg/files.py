@@ -377,6 +377,24 @@ def _replace(dfd: int, name: str, data: bytes, perm: Perm) -> None:
         raise
 
 
+def symlink(path: str, target: str, perm: Perm) -> bool:
+    """Make ``path`` a symlink to ``target`` owned by ``perm``'s owner; False when it
+    already was. Anything else there (a file, another link) is replaced by rename."""
+    head, name = os.path.split(os.path.normpath(path))
+    with open_dir(head) as dfd:
+        try:
+            if os.readlink(name, dir_fd=dfd) == target:
+                return False
+        except (FileNotFoundError, OSError):
+            pass
+        tmp = _tmp_name(name)
+        _drop_stale(dfd, name)
+        os.symlink(target, tmp, dir_fd=dfd)
+        os.chown(tmp, perm.uid, perm.gid, dir_fd=dfd, follow_symlinks=False)
+        os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        return True
+
+
 def remove(path: str) -> bool:
     """Remove file ``path`` (never following a symlink); False when it was not there."""
     head, name = os.path.split(os.path.normpath(path))

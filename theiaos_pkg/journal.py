@@ -8,9 +8,13 @@ from .settings import UNIT
 
 
 def matches(uid: int, unit: str = UNIT) -> list[str]:
-    """journalctl matches for the unit's own output and the manager's lines about it."""
+    """journalctl matches for the unit's own output and the manager's lines about it,
+    and the gateway's lines by their identifier (both units set SyslogIdentifier=%N):
+    Podman before 5.3 may move itself out of the unit into a podman-PID.scope."""
+    ident = unit.removesuffix(".service")
     return [f"_SYSTEMD_USER_UNIT={unit}", f"_UID={uid}", "+",
-            f"USER_UNIT={unit}", f"_UID={uid}"]
+            f"USER_UNIT={unit}", f"_UID={uid}", "+",
+            f"SYSLOG_IDENTIFIER={ident}", f"_UID={uid}"]
 
 
 def argv(uid: int, lines: int | None = None, follow: bool = False,

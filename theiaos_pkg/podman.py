@@ -41,6 +41,11 @@ class Features:
         return self.at_least(4, 6)
 
     @property
+    def health_on_failure(self) -> bool:
+        """``podman run --health-on-failure`` (the plain unit's flag) exists from 4.5."""
+        return self.at_least(4, 5)
+
+    @property
     def secret(self) -> bool:
         """The token as a Podman secret (Quadlet ``Secret=`` from 4.5; ``podman secret
         create --replace``, which keeps the swap atomic, from 4.7). Before that the
@@ -49,6 +54,12 @@ class Features:
 
     def label(self) -> str:
         return ".".join(map(str, self.version))
+
+    @property
+    def unit_kind(self) -> str:
+        """How the gateway runs under systemd: "quadlet" (4.4 and later), else "plain"
+        (a user unit running `podman run` in the foreground)."""
+        return "quadlet" if self.quadlet else "plain"
 
 
 def parse_version(text: str) -> Version:

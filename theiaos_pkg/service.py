@@ -43,11 +43,10 @@ def bring_up(s: Settings, acct: Account, *, reload: bool = False, restart: bool 
             mgr.reload()
             st = mgr.state(UNIT)
         if st.load != "loaded":
-            raise GatewayError(
-                f"{UNIT} does not exist after a reload ({st.load}): Quadlet rejected "
-                f"{s.quadlet_path}",
-                f"sudo -u {acct.name} /usr/libexec/podman/quadlet -dryrun -user",
-            )
+            raise _rejected(s, acct, st.load)
+        if mgr.unit_file_state(UNIT) == "disabled":  # the plain unit; a Quadlet's is generated
+            mgr.enable(UNIT)
+            mgr.reload()
         # An operator's start or restart is no crash loop: reset the failed state and
         # the start rate limit first (five quick restarts would otherwise be refused).
         if st.running and (restart or not health.healthy(s)):
@@ -70,6 +69,19 @@ def bring_up(s: Settings, acct: Account, *, reload: bool = False, restart: bool 
             "sudo theiaosctl doctor; sudo theiaosctl logs -n 100",
         )
     return action
+
+
+def _rejected(s: Settings, acct: Account, load: str) -> GatewayError:
+    from . import files
+
+    if files.lstat(s.quadlet_path) is not None:
+        return GatewayError(
+            f"{UNIT} does not exist after a reload ({load}): Quadlet rejected {s.quadlet_path}",
+            f"sudo -u {acct.name} /usr/libexec/podman/quadlet -dryrun -user")
+    return GatewayError(
+        f"{UNIT} does not load ({load}): systemd rejected {s.plain_unit_path}",
+        f"sudo -u {acct.name} XDG_RUNTIME_DIR=/run/user/{acct.uid} systemd-analyze --user "
+        f"verify {s.plain_unit_path}")
 
 
 def _left(deadline: float) -> float:

@@ -222,6 +222,15 @@ class Settings:
         return f"{self.quadlet_dir}/{QUADLET_FILE}"
 
     @property
+    def plain_unit_dir(self) -> str:
+        """Where the plain user unit goes when Podman has no Quadlet (before 4.4)."""
+        return f"{self.home}/.config/systemd/user"
+
+    @property
+    def plain_unit_path(self) -> str:
+        return f"{self.plain_unit_dir}/{UNIT}"
+
+    @property
     def url(self) -> str:
         host = self.publish_address
         if host in ("0.0.0.0", "::"):

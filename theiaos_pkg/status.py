@@ -34,6 +34,7 @@ class Status:
     config_dir: str = ""
     token_file: str = ""
     mode: str = "service"  # service (Quadlet) | manual (theiaosctl launch)
+    unit_file: str = ""  # the unit that runs the gateway: "Quadlet PATH" or "plain user unit PATH"
     pending: str = ""  # a change the running gateway has not picked up (state.PENDING)
     problem: str = ""  # what could not be asked (status shows what it can)
 
@@ -70,6 +71,7 @@ def collect(s: Settings, etc: str = "/etc") -> Status:
         "ports": tuple(p.spec() for p in sp.ports),
         "linger": bus.linger_enabled(acct.uid),
         "mode": "service" if s.quadlet else "manual",
+        "unit_file": _unit_file(s) if s.quadlet else "",
         "pending": state.pending() or "",
     }
     who = acct.identity()
@@ -104,6 +106,16 @@ def collect(s: Settings, etc: str = "/etc") -> Status:
     return Status(**fields)
 
 
+def _unit_file(s: Settings) -> str:
+    """Which kind of unit is on disk (no `podman --version`: status must be quick)."""
+    from . import files, quadlet
+
+    for uf in quadlet.unit_files(s):
+        if files.lstat(uf.path) is not None:
+            return f"{uf.describe()} {uf.path}"
+    return "none (run sudo theiaosctl setup)"
+
+
 def format_text(st: Status) -> str:
     if not st.installed:
         return (f"{UNIT}: not installed (no account {st.user})\n"
@@ -117,6 +129,7 @@ def format_text(st: Status) -> str:
         f"manual mode (theiaosctl launch): {state}"
     lines = [
         head,
+        *([f"  unit:      {st.unit_file}"] if st.unit_file else []),
         f"  gateway:   {'answers' if st.healthy else 'does not answer'} ({st.url}healthz)",
         f"  container: {st.container_health}",
         f"  image:     {st.image} ({image_id})",

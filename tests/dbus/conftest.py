@@ -90,6 +90,7 @@ def manager(buses: type[Buses]) -> Iterator[dbus.Interface]:
     unit.AddProperty("org.freedesktop.systemd1.Unit", "SubState", "dead")
     unit.AddProperty("org.freedesktop.systemd1.Unit", "StateChangeTimestamp", dbus.UInt64(7))
     unit.AddProperty("org.freedesktop.systemd1.Unit", "NeedDaemonReload", False)
+    unit.AddProperty("org.freedesktop.systemd1.Unit", "UnitFileState", "generated")
     mock.AddProperty(iface, "SystemState", "running")
     yield mock
     _stop(proc)

@@ -84,6 +84,23 @@ def test_running_and_answering_is_left_alone(user_bus: dbus.Interface, unit: dbu
     assert _calls(user_bus) == ["Reload", "ResetFailedUnit", "RestartUnit"]
 
 
+def test_a_disabled_plain_unit_is_enabled_before_it_starts(user_bus: dbus.Interface,
+                                                            unit: dbus.Interface,
+                                                            gateway: int) -> None:
+    """The plain user unit (Podman before 4.4) is not generated: like `systemctl --user
+    enable`, EnableUnitFiles gives it its [Install] link, then the manager reloads."""
+    user_bus.AddMethod("org.freedesktop.systemd1.Manager", "EnableUnitFiles", "asbb", "ba(sss)",
+                       "objects['/org/freedesktop/systemd1/unit/theiaos_service']"
+                       ".UpdateProperties('org.freedesktop.systemd1.Unit', "
+                       "{'UnitFileState': 'enabled'}); ret = (True, [])")
+    _set_unit(unit, UnitFileState="disabled")
+    assert service.bring_up(_settings(gateway), ACCT) == "started"
+    assert _calls(user_bus) == ["EnableUnitFiles", "Reload", "ResetFailedUnit", "StartUnit"]
+    enable = next(c for c in user_bus.GetCalls() if c[1] == "EnableUnitFiles")
+    assert [list(enable[2][0]), bool(enable[2][1]), bool(enable[2][2])] == \
+        [["theiaos.service"], False, True]
+
+
 def test_failed_start_is_reported_at_once(user_bus: dbus.Interface, gateway: int) -> None:
     user_bus.AddMethod(
         "org.freedesktop.systemd1.Manager", "StartUnit", "ss", "o",

@@ -12,11 +12,12 @@ from ..conftest import needs_root, needs_useradd
 
 pytestmark = [needs_root, needs_useradd]
 PODMAN = Features((5, 4, 2))
+PODMAN_43 = Features((4, 3, 1))  # Debian 12: no Quadlet
 
 
-def _prepare(s: settings.Settings, etc: Path) -> configure.Outcome:
+def _prepare(s: settings.Settings, etc: Path, podman: Features = PODMAN) -> configure.Outcome:
     out = configure.Outcome()
-    plan = configure.preflight(s, str(etc), PODMAN)
+    plan = configure.preflight(s, str(etc), podman)
     configure.apply(plan, str(etc), out, lambda _line: None)
     return out
 
@@ -69,3 +70,44 @@ def test_admin_edited_quadlet_is_kept(etc: Path, conf: settings.Settings) -> Non
     out = _prepare(conf, etc)
     assert [s.state for s in out.steps if s.name == "quadlet"] == ["kept"]
     assert path.read_text() == edited
+
+
+def test_podman_without_quadlet_gets_a_plain_unit_and_its_install_link(
+        etc: Path, conf: settings.Settings) -> None:
+    out = _prepare(conf, etc, PODMAN_43)
+    assert [(st.name, st.state) for st in out.steps][3] == ("unit", "changed")
+    plain = Path(conf.plain_unit_path)
+    assert plain.read_text() == quadlet.render_unit(conf, PODMAN_43)
+    assert not Path(conf.quadlet_path).exists()
+    # no user manager to ask here (no systemd): the [Install] link is made as enable would
+    link = plain.parent / "default.target.wants" / "theiaos.service"
+    assert os.readlink(link) == "../theiaos.service"
+    assert link.lstat().st_uid == plain.stat().st_uid
+    assert {st.state for st in _prepare(conf, etc, PODMAN_43).steps} == {"unchanged"}
+
+
+def test_podman_past_4_4_replaces_the_plain_unit_with_the_quadlet_and_back(
+        etc: Path, conf: settings.Settings) -> None:
+    _prepare(conf, etc, PODMAN_43)
+    env = Path(conf.env_file).read_text()
+    plain = Path(conf.plain_unit_path)
+    out = _prepare(conf, etc, PODMAN)  # a release upgrade brought Podman 5
+    step = next(st for st in out.steps if st.name == "quadlet")
+    assert step.state == "changed" and f"removed {plain}" in step.detail, step
+    assert not plain.exists() and not (plain.parent / "default.target.wants/theiaos.service").exists()
+    assert Path(conf.quadlet_path).read_text() == quadlet.render(conf, PODMAN)
+    assert Path(conf.env_file).read_text() == env  # nothing lost
+    out = _prepare(conf, etc, PODMAN_43)  # and a downgrade goes back
+    assert plain.exists() and not Path(conf.quadlet_path).exists()
+
+
+def test_an_edited_plain_unit_is_kept_and_runs_the_gateway(etc: Path,
+                                                          conf: settings.Settings) -> None:
+    _prepare(conf, etc, PODMAN_43)
+    plain = Path(conf.plain_unit_path)
+    edited = plain.read_text().replace("RestartSec=5", "RestartSec=9")
+    plain.write_text(edited)
+    out = _prepare(conf, etc, PODMAN)
+    step = next(st for st in out.steps if st.name == "quadlet")
+    assert step.state == "kept" and "edited by hand" in step.detail
+    assert plain.read_text() == edited and not Path(conf.quadlet_path).exists()

@@ -7,6 +7,7 @@ Regenerate after an intended template change with
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from theiaos_pkg.podman import Features, parse_version
 
 EXPECTED = Path(__file__).parent / "expected"
 VERSIONS = {"4.4": (4, 4, 2), "4.5": (4, 5, 0), "4.9": (4, 9, 3), "5.4": (5, 4, 2)}
+PLAIN = {"4.3": (4, 3, 1)}  # no Quadlet: the plain user unit
 CUSTOM = {
     "THEIAOS_PODMAN_GATEWAY_HOST_PORT": "28789",
     "THEIAOS_PODMAN_BRIDGE_HOST_PORT": "28790",
@@ -33,6 +35,10 @@ def variants() -> dict[str, str]:
         out[f"podman-{label}.container"] = quadlet.render(s, Features(version))
     custom = settings.load(environ=CUSTOM, admin={}, chosen={})
     out["custom-5.4.container"] = quadlet.render(custom, Features(VERSIONS["5.4"]))
+    for label, version in PLAIN.items():
+        s = settings.load(environ={}, admin={}, chosen={})
+        out[f"podman-{label}.service"] = quadlet.render_unit(s, Features(version))
+    out["custom-4.3.service"] = quadlet.render_unit(custom, Features(PLAIN["4.3"]))
     return out
 
 
@@ -94,3 +100,38 @@ def test_effective_port_of_an_edited_quadlet(tmp_path: Path) -> None:
     path.write_text(text.replace("127.0.0.1:18789:18789", "8080:18789"))
     moved = quadlet.effective(s, os.getuid())
     assert (moved.gateway_port, moved.publish_address) == (8080, "0.0.0.0")
+
+
+def test_one_spec_three_renderings() -> None:
+    """Quadlet, plain unit and `launch` publish, mount and run the same container."""
+    from theiaos_pkg import container
+
+    v = variants()
+    plain = v["podman-4.3.service"]
+    exec_start = next(ln for ln in plain.splitlines() if ln.startswith("ExecStart="))
+    args = shlex.split(exec_start.removeprefix("ExecStart="))
+    s = settings.load(environ={}, admin={}, chosen={})
+    launch = container.run_argv(container.spec(s), 990, 990, secret=False)
+    for flag in ("--publish", "--volume", "--env", "--env-file"):
+        assert [a for i, a in enumerate(args) if args[i - 1] == flag] == \
+            [a for i, a in enumerate(launch) if launch[i - 1] == flag], flag
+    assert args[-8:] == [launch[-8], *launch[-7:]]  # image and command
+    assert "--user" in args and args[args.index("--user") + 1] == "%U:%G"
+    assert "--health-on-failure" not in args  # 4.5 and later only
+    assert "Type=exec" in plain and "WantedBy=default.target" in plain
+    assert "ExecStartPre=/bin/rm -f %t/%N.cid" in plain and "-d" not in args
+
+
+@pytest.mark.parametrize("arg", ["plain", "with space", 'quo"te', "back\\slash", "semi;colon",
+                                 '["node", "-e", "x"]'])
+def test_exec_quote_round_trips(arg: str) -> None:
+    assert shlex.split(quadlet.exec_quote(arg)) == [arg]
+
+
+def test_effective_port_of_a_plain_unit(tmp_path: Path) -> None:
+    s = settings.load(environ={"THEIAOS_PODMAN_HOME": str(tmp_path)}, admin={}, chosen={})
+    path = Path(s.plain_unit_path)
+    path.parent.mkdir(parents=True)
+    text = quadlet.render_unit(s, Features(PLAIN["4.3"]))
+    path.write_text(text.replace("127.0.0.1:18789:18789", "127.0.0.1:38789:18789"))
+    assert quadlet.effective(s, os.getuid()).gateway_port == 38789
