@@ -96,6 +96,7 @@ released:
 		"released: bump theiaos_pkg/__init__.py"; exit 1;; esac
 
 check: deps $(DEB) $(DEB_NEXT) repo
+	$(PY) -m tests.lab rootfs debian13 debian12
 	THEIAOS_DEB=$(abspath $(DEB)) THEIAOS_DEB_NEXT=$(abspath $(DEB_NEXT)) \
 		THEIAOS_RELEASE_DEB=$(RELEASE_DEB) THEIAOS_RELEASE=$(RELEASE) \
 		THEIAOS_RPM=$(abspath $(RPM)) THEIAOS_REPO=$(abspath dist/repo) \

@@ -38,19 +38,18 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import FrameType, TracebackType
 
 # Bump when the way the cached tree is prepared changes (it is part of the cache key).
-LAB_VERSION = "1"
-SUITE = "trixie"
+LAB_VERSION = "2"
 MIRROR = "http://deb.debian.org/debian"
-# Everything the lab needs, plus the runtime dependencies of theiaos-podman so that
+# Everything a lab needs, plus the runtime dependencies of theiaos-podman so that
 # `apt-get install ./theiaos-podman_*.deb` inside the lab needs no network.
-INCLUDE_PACKAGES: tuple[str, ...] = (
+_COMMON: tuple[str, ...] = (
     "systemd",
     "systemd-sysv",
     "dbus",
@@ -59,7 +58,6 @@ INCLUDE_PACKAGES: tuple[str, ...] = (
     "libpam-systemd",
     "podman",
     "uidmap",
-    "passt",
     "crun",
     "python3",
     "iproute2",
@@ -68,10 +66,37 @@ INCLUDE_PACKAGES: tuple[str, ...] = (
     "python3-pystemd",
     "python3-jinja2",
     "python3-dotenv",
-    # dnf and rpm: the RPM lifecycle tests install our .rpm with dnf in the same lab
-    "dnf",
-    "rpm",
 )
+
+
+@dataclass(frozen=True)
+class Release:
+    """A Debian release the lab boots: what it installs and how it is prepared."""
+
+    name: str  # for humans and cache file names
+    suite: str
+    include: tuple[str, ...]
+    python: str  # the interpreter the stand-in image is made from
+    # Packages downloaded (not installed) into the tree's apt cache from `download_from`:
+    # a later `apt-get install -t SUITE` inside the lab then needs no network.
+    download: tuple[str, ...] = ()
+    download_from: str = ""
+    storage_conf: str = ""  # lab-only containers storage.conf (empty: Podman's default)
+
+
+# Debian 13: Podman 5.4 (Quadlet, pasta). dnf and rpm: the RPM lifecycle tests install
+# our .rpm with dnf in the same lab.
+DEBIAN13 = Release("Debian 13", "trixie", (*_COMMON, "passt", "dnf", "rpm"), "python3.13")
+# Debian 12: Podman 4.3 (no Quadlet, slirp4netns). Debian 13's podman is downloaded
+# too, for the test that brings Podman past 4.4 the way a release upgrade does. Lab
+# only: rootless Podman 4.3 falls back to the vfs driver in the lab (no fuse-overlayfs),
+# which Podman 5 would refuse to take over; native overlay works here.
+DEBIAN12 = Release("Debian 12", "bookworm", (*_COMMON, "slirp4netns"), "python3.11",
+                   download=("podman", "passt", "crun", "conmon"), download_from="trixie",
+                   storage_conf='[storage]\ndriver = "overlay"\nrunroot = "/run/containers/storage"\n'
+                                'graphroot = "/var/lib/containers/storage"\n')
+RELEASES = {"debian13": DEBIAN13, "debian12": DEBIAN12}
+
 # Lab-only fixes for this host (lab.md section 4); never part of the package.
 LAB_CONTAINERS_CONF = (
     "# theiaos lab only: the host binds `pids` to cgroup v1 and /proc/sys is read-only\n"
@@ -80,6 +105,37 @@ LAB_CONTAINERS_CONF = (
     "default_sysctls = []\n"
 )
 LAB_CONTAINERS_CONF_PATH = "etc/containers/containers.conf.d/50-lab.conf"
+# The host's /dev/net/tun is 0600: rootless pasta and slirp4netns must open it. Fixed at
+# boot, before lingering starts the user managers (a fix after boot loses that race).
+LAB_TUN_UNIT = (
+    "[Unit]\n"
+    "Description=theiaos lab only: /dev/net/tun usable by rootless networking\n"
+    "DefaultDependencies=no\n"
+    "Before=sysinit.target\n"
+    "\n"
+    "[Service]\n"
+    "Type=oneshot\n"
+    "ExecStart=/bin/sh -c 'rm -f /dev/net/tun && mknod -m 666 /dev/net/tun c 10 200'\n"
+)
+LAB_TUN_UNIT_PATH = "etc/systemd/system/theiaos-lab-tun.service"
+# The build machine's cgroup v1 hierarchies show through in /proc/self/cgroup inside the
+# lab, at "/": Podman before 5.3 then finds a cgroup its user does not own and moves
+# itself into a podman-PID.scope, as it never does on a host booted with pure cgroup v2
+# (Debian 12's default). Lab.emulate_pure_cgroup_v2(user) gives that user the lab's
+# cgroup root, at once and at every boot, so Podman 4.3 behaves as on such a host.
+LAB_CGROUP_OWNER = "etc/theiaos-lab/cgroup-owner"
+LAB_CGROUP_UNIT = (
+    "[Unit]\n"
+    "Description=theiaos lab only: the cgroup root for the user in /etc/theiaos-lab/cgroup-owner\n"
+    "DefaultDependencies=no\n"
+    "Before=sysinit.target\n"
+    "ConditionPathExists=/etc/theiaos-lab/cgroup-owner\n"
+    "\n"
+    "[Service]\n"
+    "Type=oneshot\n"
+    "ExecStart=/bin/sh -c 'chown \"$(cat /etc/theiaos-lab/cgroup-owner)\" /sys/fs/cgroup'\n"
+)
+LAB_CGROUP_UNIT_PATH = "etc/systemd/system/theiaos-lab-cgroup.service"
 
 BOOT_TIMEOUT = 120.0
 STOP_TIMEOUT = 60.0
@@ -142,14 +198,16 @@ def cache_dir() -> Path:
     return Path(os.environ.get("THEIAOS_LAB_CACHE", "/var/cache/theiaos-lab"))
 
 
-def rootfs_key() -> str:
+def rootfs_key(release: Release = DEBIAN13) -> str:
     spec = json.dumps(
         {
             "version": LAB_VERSION,
-            "suite": SUITE,
+            "release": [release.suite, sorted(release.include), list(release.download),
+                        release.download_from, release.storage_conf],
             "mirror": MIRROR,
-            "include": sorted(INCLUDE_PACKAGES),
             "containers_conf": LAB_CONTAINERS_CONF,
+            "tun": LAB_TUN_UNIT,
+            "cgroup": LAB_CGROUP_UNIT,
         },
         sort_keys=True,
     )
@@ -168,10 +226,10 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def ensure_rootfs() -> Path:
-    """Return the cached Debian 13 lab tree, building it once with mmdebstrap."""
+def ensure_rootfs(release: Release = DEBIAN13, say: Callable[[str], None] | None = None) -> Path:
+    """Return the cached lab tree of `release`, building it once with mmdebstrap."""
     cache = cache_dir()
-    final = cache / f"rootfs-{rootfs_key()}"
+    final = cache / f"rootfs-{rootfs_key(release)}"
     if final.is_dir():
         return final
     with _locked(cache / ".rootfs.lock"):
@@ -180,12 +238,18 @@ def ensure_rootfs() -> Path:
         for stale in cache.glob(".rootfs-*.tmp"):  # left by an interrupted build (we hold the lock)
             _remove_tree(stale)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=cache))
+        began = time.monotonic()
+        if say:
+            say(f"building the {release.name} lab's root file system with mmdebstrap "
+                f"(about a minute, once; cached in {final})")
         try:
-            _build_rootfs(tmp)
+            _build_rootfs(tmp, release)
             tmp.rename(final)
         except BaseException:
             _remove_tree(tmp)
             raise
+        if say:
+            say(f"built {final} in {time.monotonic() - began:.0f} s")
     return final
 
 
@@ -207,25 +271,50 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(path)
 
 
-def _build_rootfs(target: Path) -> None:
+def _build_rootfs(target: Path, release: Release) -> None:
     target.chmod(0o755)
+    hooks = []
+    if release.download:
+        # Into the apt cache, not installed; the other suite stays known to apt but
+        # below the lab's own (APT::Default-Release), so `apt-get install ./x.deb` takes
+        # the release's packages and only `-t SUITE` reaches the others.
+        other = release.download_from
+        hooks = [
+            f'--customize-hook=echo "deb {MIRROR} {other} main" > "$1/etc/apt/sources.list.d/{other}.list"',
+            f'--customize-hook=echo \'APT::Default-Release "{release.suite}";\' '
+            '> "$1/etc/apt/apt.conf.d/50lab-release"',
+            '--customize-hook=chroot "$1" apt-get update -q',
+            f'--customize-hook=chroot "$1" apt-get install -y -q --download-only -t {other} '
+            + " ".join(release.download),
+        ]
     _run_host(
         [
             "mmdebstrap",
             "--variant=minbase",
-            f"--include={','.join(INCLUDE_PACKAGES)}",
-            # keep the package lists: `apt-get install ./x.deb` inside can resolve
+            f"--include={','.join(release.include)}",
+            # keep the package lists (`apt-get install ./x.deb` inside can resolve) and
+            # the downloaded packages
             "--skip=cleanup/apt/lists",
-            SUITE,
+            "--skip=cleanup/apt/cache",
+            *hooks,
+            release.suite,
             str(target),
             MIRROR,
         ],
         timeout=1800,
     )
-    conf = target / LAB_CONTAINERS_CONF_PATH
-    conf.parent.mkdir(parents=True, exist_ok=True)
-    conf.write_text(LAB_CONTAINERS_CONF)
-    conf.chmod(0o644)
+    for rel, text in ((LAB_CONTAINERS_CONF_PATH, LAB_CONTAINERS_CONF), (LAB_TUN_UNIT_PATH, LAB_TUN_UNIT),
+                      (LAB_CGROUP_UNIT_PATH, LAB_CGROUP_UNIT), ("etc/containers/storage.conf", release.storage_conf)):
+        if not text:
+            continue
+        path = target / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        path.chmod(0o644)
+    wants = target / "etc/systemd/system/sysinit.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    for unit in ("theiaos-lab-tun.service", "theiaos-lab-cgroup.service"):
+        (wants / unit).symlink_to(f"../{unit}")
 
 
 # --------------------------------------------------------------------------- lab
@@ -256,8 +345,9 @@ class Lab:
         lab.run("systemctl", "is-system-running")
     """
 
-    def __init__(self, workdir: Path, *, keep_root: bool = False) -> None:
+    def __init__(self, workdir: Path, *, keep_root: bool = False, release: Release = DEBIAN13) -> None:
         """`keep_root` keeps workdir/root after stopping (for debugging); the console log always stays."""
+        self.release = release
         self.workdir = Path(workdir)
         self.keep_root = keep_root
         self.root = self.workdir / "root"
@@ -272,7 +362,7 @@ class Lab:
     # ---- lifecycle
 
     def __enter__(self) -> Lab:
-        rootfs = ensure_rootfs()
+        rootfs = ensure_rootfs(self.release)
         if self.root.exists():
             raise LabError(f"{self.root} already exists; give each Lab a fresh workdir")
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -417,9 +507,7 @@ class Lab:
         raise self._boot_failure(f"not running after {BOOT_TIMEOUT:.0f} s (systemctl is-system-running: {state})")
 
     def _apply_runtime_quirks(self) -> None:
-        # lab.md section 4: the host's /dev/net/tun is 0600; rootless pasta must open it.
-        self.run("rm", "-f", "/dev/net/tun")
-        self.run("mknod", "-m", "666", "/dev/net/tun", "c", "10", "200")
+        # (/dev/net/tun: fixed at boot by the lab's theiaos-lab-tun.service.)
         # Podman's user units wait for network-online.target, never reached by itself here.
         self.run("systemctl", "start", "network-online.target")
 
@@ -579,6 +667,13 @@ class Lab:
         finally:
             os.unlink(staged)
 
+    def emulate_pure_cgroup_v2(self, user: str) -> None:
+        """Give `user` the lab's cgroup root now and at every boot (LAB_CGROUP_UNIT)."""
+        owner = self.host_path("/" + LAB_CGROUP_OWNER)
+        owner.parent.mkdir(exist_ok=True)
+        owner.write_text(f"{user}\n")
+        self.run("chown", user, "/sys/fs/cgroup")
+
     def wait_for_path(self, path: str, timeout: float = 60) -> None:
         """Wait (bounded) until `path` exists inside the lab (any mount)."""
         deadline = time.monotonic() + timeout
@@ -616,10 +711,8 @@ def _comm(pid: int) -> str | None:
 
 # Bump when the image layout below changes (part of the image cache key).
 IMAGE_LAYOUT_VERSION = "2"
-IMAGE_PYTHON = "/usr/bin/python3.13"
 # dash as /bin/sh: podman runs a string HealthCmd= / --health-cmd with `/bin/sh -c`.
 IMAGE_SHELL = "/usr/bin/dash"
-IMAGE_STDLIB = "/usr/lib/python3.13"
 IMAGE_STDLIB_SKIP = frozenset(
     {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "pydoc_data", "lib2to3", "site-packages", "dist-packages"}
 )
@@ -651,7 +744,7 @@ def build_test_image(lab: Lab, user: str, ref: str = IMAGE_REF) -> None:
 
 def _cached_image_tar(lab: Lab) -> Path:
     digest = hashlib.sha256()
-    digest.update(f"{IMAGE_LAYOUT_VERSION}\0{rootfs_key()}\0".encode())
+    digest.update(f"{IMAGE_LAYOUT_VERSION}\0{rootfs_key(lab.release)}\0".encode())
     digest.update(GATEWAY_STUB.read_bytes())
     cache = cache_dir()
     final = cache / f"image-{digest.hexdigest()[:16]}.tar"
@@ -675,9 +768,10 @@ def _cached_image_tar(lab: Lab) -> Path:
 def _image_files(lab: Lab) -> dict[str, Path]:
     """Map image path -> host file: python, its libraries, the loader, the stdlib."""
     files: dict[str, Path] = {}
-    stdlib = lab.host_path(IMAGE_STDLIB)
-    extensions = sorted(str(PurePosixPath(IMAGE_STDLIB) / p.relative_to(stdlib)) for p in stdlib.rglob("*.so"))
-    for path in (*_ldd(lab, [IMAGE_PYTHON, IMAGE_SHELL, *extensions]), IMAGE_PYTHON, IMAGE_SHELL):
+    python, stdlib_dir = f"/usr/bin/{lab.release.python}", f"/usr/lib/{lab.release.python}"
+    stdlib = lab.host_path(stdlib_dir)
+    extensions = sorted(str(PurePosixPath(stdlib_dir) / p.relative_to(stdlib)) for p in stdlib.rglob("*.so"))
+    for path in (*_ldd(lab, [python, IMAGE_SHELL, *extensions]), python, IMAGE_SHELL):
         files[_usr_merged(path)] = _resolved_file(lab.root, path)
     for dirpath, dirnames, filenames in os.walk(stdlib):
         here = Path(dirpath)
@@ -686,7 +780,7 @@ def _image_files(lab: Lab) -> dict[str, Path]:
             if ".opt-" in name:  # optimised byte code is never used (no -O)
                 continue
             host = here / name
-            image_path = str(PurePosixPath(IMAGE_STDLIB) / host.relative_to(stdlib))
+            image_path = str(PurePosixPath(stdlib_dir) / host.relative_to(stdlib))
             resolved = _resolve_in_root(lab.root, image_path, missing_ok=True)
             if resolved is not None:  # Debian's sitecustomize.py points into /etc: leave it out
                 files[image_path] = resolved
@@ -758,7 +852,7 @@ def _write_image_tar(lab: Lab, fh: io.BufferedWriter) -> None:
             image.symlink(name, target)
         image.directory("tmp", 0o1777)
         image.directory("home/node", 0o755, owner=1000)
-        image.symlink("usr/bin/python3", "python3.13")
+        image.symlink("usr/bin/python3", lab.release.python)
         image.symlink("usr/bin/sh", "dash")
         image.data("etc/passwd", IMAGE_PASSWD.encode(), 0o644)
         image.data("etc/group", IMAGE_GROUP.encode(), 0o644)
@@ -817,14 +911,16 @@ class _ImageTar:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m tests.lab", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
-    verbs.add_parser("rootfs", help="build (or reuse) the cached lab root file system and print its path")
+    rootfs = verbs.add_parser("rootfs", help="build (or reuse) the cached lab root file systems and print their paths")
+    rootfs.add_argument("releases", nargs="*", choices=sorted(RELEASES), default=["debian13"])
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("tests.lab: must run as root (mmdebstrap, systemd-nspawn)", file=sys.stderr)
         return 1
     try:
         if args.verb == "rootfs":
-            print(ensure_rootfs())
+            for name in args.releases:
+                print(ensure_rootfs(RELEASES[name], say=lambda line: print(f"tests.lab: {line}", flush=True)))
     except LabError as exc:
         print(f"tests.lab: {exc}", file=sys.stderr)
         return 1

@@ -235,7 +235,7 @@ def test_troubleshooting_items(installed: Installed) -> None:
     q = installed.path(QUADLET)
     q.write_text(q.read_text().replace("[Container]\n", "[Container]\nNoSuchKey=1\n"))
     run(installed, *SYSTEMCTL, "daemon-reload")
-    doctor_says(installed, "quadlet-unit", "quadlet -dryrun -user")
+    doctor_says(installed, "unit", "quadlet -dryrun -user")
     q.unlink()
     out = run(installed, "theiaosctl", "setup")
     assert "Setup complete" in out
