@@ -65,6 +65,38 @@ class Spec:
     health_cmd: str
 
 
+@dataclasses.dataclass(frozen=True)
+class Hardening:
+    """What the container may do beyond running the gateway: nothing it does not need.
+    No capabilities (the gateway runs as the account's own uid), no privilege gain, a
+    read-only root with a tmpfs /tmp (the gateway writes its state dir, which is mounted,
+    and its log under /tmp), and resource limits where the host's cgroups have them."""
+
+    read_only: bool
+    memory: str | None
+    pids_limit: int | None
+
+
+def hardening(s: Settings, features: Features) -> Hardening:
+    return Hardening(
+        read_only=s.read_only,
+        memory=s.memory if s.memory != "0" and features.limit("memory") else None,
+        pids_limit=s.pids_limit if s.pids_limit and features.limit("pids") else None,
+    )
+
+
+def hardening_argv(h: Hardening) -> list[str]:
+    """The ``podman run`` flags of ``h`` (launch and the plain unit; Quadlet has keys)."""
+    argv = ["--cap-drop=all", "--security-opt=no-new-privileges"]
+    if h.read_only:
+        argv.append("--read-only")  # with Podman's default --read-only-tmpfs: /tmp, /run
+    if h.memory:
+        argv.append(f"--memory={h.memory}")
+    if h.pids_limit:
+        argv.append(f"--pids-limit={h.pids_limit}")
+    return argv
+
+
 def spec(s: Settings) -> Spec:
     return Spec(
         image=s.image,
@@ -88,11 +120,14 @@ def token_secret() -> str:
     return f"{SECRET},type=env,target={TOKEN_KEY}"
 
 
-def run_argv(sp: Spec, uid: int, gid: int, *, secret: bool, onboard: bool = False) -> list[str]:
+def run_argv(sp: Spec, uid: int, gid: int, *, secret: bool, onboard: bool = False,
+             hard: Hardening | None = None) -> list[str]:
     """``podman run`` for manual mode: the gateway detached, or the onboarding wizard.
     ``secret``: the token as a Podman secret (else the .env file, as older Podman)."""
     argv = ["podman", "run", "--replace", "--name", sp.name,
             "--userns=keep-id", "--user", f"{uid}:{gid}"]
+    if hard is not None:
+        argv += hardening_argv(hard)
     for key, value in sp.environment:
         argv += ["--env", f"{key}={value}"]
     argv += ["--secret", token_secret()] if secret else ["--env-file", sp.env_file]
@@ -113,12 +148,13 @@ def run_argv(sp: Spec, uid: int, gid: int, *, secret: bool, onboard: bool = Fals
 CIDFILE = "%t/%N.cid"
 
 
-def service_argv(sp: Spec, features: Features) -> list[str]:
+def service_argv(sp: Spec, features: Features, hard: Hardening, start_timeout: int) -> list[str]:
     """``podman run`` for the plain user unit (Podman without Quadlet): in the
     foreground, removed when it stops, every flag one that ``features`` accepts. The
     Quadlet generator makes the same command from the same Spec on newer Podman."""
     argv = ["/usr/bin/podman", "run", "--rm", "--replace", "--name", sp.name,
-            f"--cidfile={CIDFILE}", "--userns=keep-id", "--user", "%U:%G"]
+            f"--cidfile={CIDFILE}", "--userns=keep-id", "--user", "%U:%G",
+            *hardening_argv(hard)]
     for key, value in sp.environment:
         argv += ["--env", f"{key}={value}"]
     argv += ["--secret", token_secret()] if features.secret else ["--env-file", sp.env_file]
@@ -127,7 +163,7 @@ def service_argv(sp: Spec, features: Features) -> list[str]:
     for port in sp.ports:
         argv += ["--publish", port.spec()]
     argv += ["--health-cmd", sp.health_cmd, "--health-interval", "30s", "--health-timeout",
-             "5s", "--health-retries", "3", "--health-start-period", "30s"]
+             "5s", "--health-retries", "3", "--health-start-period", f"{start_timeout}s"]
     if features.health_on_failure:
         argv += ["--health-on-failure", "kill"]
     if sp.image.startswith("localhost/"):

@@ -15,9 +15,11 @@ Version = tuple[int, int, int]
 
 @dataclasses.dataclass(frozen=True)
 class Features:
-    """What the installed Podman's Quadlet generator accepts (reference: key by version)."""
+    """What the installed Podman's Quadlet generator accepts (reference: key by version),
+    and which cgroup controllers the host has (resource limits need them)."""
 
     version: Version
+    controllers: frozenset[str] = frozenset()
 
     def at_least(self, major: int, minor: int) -> bool:
         return self.version[:2] >= (major, minor)
@@ -39,6 +41,33 @@ class Features:
     @property
     def pull_key(self) -> bool:
         return self.at_least(4, 6)
+
+    @property
+    def notify_healthy(self) -> bool:
+        """Quadlet ``Notify=healthy`` (5.0): the unit is active only once healthy."""
+        return self.at_least(5, 0)
+
+    @property
+    def health_startup(self) -> bool:
+        """HealthStartup* keys and ``--health-startup-*`` (4.5): a 1 s check until the
+        gateway first answers, so health turns "healthy" within a second of it."""
+        return self.at_least(4, 5)
+
+    @property
+    def pids_key(self) -> bool:
+        return self.at_least(4, 7)
+
+    @property
+    def memory_key(self) -> bool:
+        return self.at_least(5, 5)
+
+    @property
+    def auto_update_key(self) -> bool:
+        return self.at_least(4, 6)
+
+    def limit(self, controller: str) -> bool:
+        """Whether a limit through ``controller`` (memory, pids) can be applied here."""
+        return controller in self.controllers
 
     @property
     def health_on_failure(self) -> bool:
@@ -70,9 +99,22 @@ def parse_version(text: str) -> Version:
     return int(m[1]), int(m[2]), int(m[3] or 0)
 
 
+def controllers() -> frozenset[str]:
+    """The host's cgroup v2 controllers (no memory or pids controller: no such limit can
+    be set; a container asking for one fails to start)."""
+    from . import files
+
+    raw = files.read_bytes("/sys/fs/cgroup/cgroup.controllers", files.ROOT, files.SMALL)
+    return frozenset(raw.decode("ascii", "replace").split()) if raw else frozenset()
+
+
 def detect() -> Features:
     """The installed Podman's features; asks the package database when podman cannot
     run (a chroot without /proc during an image build)."""
+    return dataclasses.replace(_version(), controllers=controllers())
+
+
+def _version() -> Features:
     try:
         return Features(parse_version(run(["podman", "--version"]).stdout))
     except CommandError as first:
@@ -223,11 +265,27 @@ def images(who: Identity) -> int:
     return stream(["podman", "images"], as_user=who)
 
 
-def fast_state(who: Identity, unit_stem: str, image: str) -> tuple[str, str | None] | None:
-    """(container health, image id) from Podman's own files, without starting podman
-    (status must be quick): the Quadlet's cidfile, the healthcheck log in the run root
-    and the image list of the default storage. None when any is not where the default
-    storage puts it (custom storage.conf, manual mode): ask podman then."""
+def health_summary(health: dict[str, Any] | None) -> tuple[str, str | None]:
+    """(status, since when it fails) of a container's health (podman inspect's
+    State.Health, or the healthcheck.log file): "since" is the start of the first failed
+    check of the current failing streak, None when the last check passed."""
+    if not health:
+        return "starting", None
+    status = str(health.get("Status") or "starting")
+    since = None
+    for entry in reversed(health.get("Log") or []):
+        if not isinstance(entry, dict) or entry.get("ExitCode") == 0:
+            break
+        since = str(entry.get("Start") or "") or since
+    return status, since
+
+
+def fast_state(who: Identity, unit_stem: str,
+               image: str) -> tuple[str, str | None, str | None] | None:
+    """(container health, image id, failing since) from Podman's own files, without
+    starting podman (status must be quick): the unit's cidfile, the healthcheck log in
+    the run root and the image list of the default storage. None when any is not where
+    the default storage puts it (custom storage.conf, manual mode): ask podman then."""
     from . import files
 
     run_root = f"{who.runtime_dir}/containers"
@@ -244,8 +302,9 @@ def fast_state(who: Identity, unit_stem: str, image: str) -> tuple[str, str | No
     log = files.read_bytes(f"{run_root}/overlay-containers/{cid.decode().strip()}/healthcheck.log",
                            who.uid)
     if log is None:
-        return "starting", image_id
+        return "starting", image_id, None
     try:
-        return str(json.loads(log).get("Status") or "starting"), image_id
+        status, since = health_summary(json.loads(log))
     except ValueError:
         return None
+    return status, image_id, since

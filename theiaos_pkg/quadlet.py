@@ -81,16 +81,19 @@ def render_unit(s: Settings, podman: Features) -> str:
 
 def render_plain(s: Settings, podman: Features) -> str:
     """The plain user unit (Podman without Quadlet), from the same Spec."""
-    argv = container.service_argv(container.spec(s), podman)
+    argv = container.service_argv(container.spec(s), podman, container.hardening(s, podman),
+                                  s.start_timeout)
     # %U, %G, %t and %N are the unit's own specifiers; everything else is escaped.
     keep = {"%U:%G", f"--cidfile={container.CIDFILE}"}
     args = [a if a in keep else escape(a) for a in argv]
-    body = _template(PLAIN_TEMPLATE).render(exec_start=" ".join(exec_quote(a) for a in args))
+    body = _template(PLAIN_TEMPLATE).render(exec_start=" ".join(exec_quote(a) for a in args),
+                                            start_timeout=s.start_timeout)
     return _seal(body)
 
 
 def render(s: Settings, podman: Features) -> str:
     sp = container.spec(s)
+    hard = container.hardening(s, podman)
     body = _template(TEMPLATE).render(
         image=escape(sp.image),
         container_name=escape(sp.name),
@@ -103,7 +106,16 @@ def render(s: Settings, podman: Features) -> str:
         health_cmd=escape(sp.health_cmd),
         userns_key=podman.userns_key,
         health=podman.health,
+        health_startup=podman.health_startup,
+        notify_healthy=podman.notify_healthy,
+        start_timeout=s.start_timeout,
         pull_never=podman.pull_key and s.image.startswith("localhost/"),
+        auto_update=s.auto_update if s.auto_update != "off" and podman.auto_update_key else "",
+        read_only=hard.read_only,
+        memory=hard.memory or "",
+        memory_key=podman.memory_key,
+        pids_limit=hard.pids_limit or 0,
+        pids_key=podman.pids_key,
     )
     return _seal(body)
 

@@ -146,6 +146,33 @@ def _flag(value: str) -> bool:
     raise ValueError("must be 1 or 0")
 
 
+def _memory(value: str) -> str:
+    if not re.fullmatch(r"0|[1-9][0-9]*[kmg]?", value.lower()):
+        raise ValueError("not a memory size (a number with k, m or g, like 2g; 0: no limit)")
+    return value.lower()
+
+
+def _count(value: str) -> int:
+    if not value.isdigit() or int(value) > 4194304:
+        raise ValueError("not a number from 0 (no limit) to 4194304")
+    return int(value)
+
+
+def _seconds(value: str) -> int:
+    if not value.isdigit() or not 10 <= int(value) <= 3600:
+        raise ValueError("not a number of seconds from 10 to 3600")
+    return int(value)
+
+
+AUTO_UPDATES = ("off", "local", "registry")
+
+
+def _auto_update(value: str) -> str:
+    if value not in AUTO_UPDATES:
+        raise ValueError(f"must be one of: {', '.join(AUTO_UPDATES)}")
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class Setting:
     attr: str
@@ -187,6 +214,21 @@ TABLE: tuple[Setting, ...] = (
             "is unreachable through published ports)"),
     Setting("quadlet", "THEIAOS_PODMAN_QUADLET", _const("1"), _flag,
             "1: run the gateway as a systemd user service (Quadlet); 0: manual mode"),
+    Setting("read_only", "THEIAOS_PODMAN_READ_ONLY", _const("1"), _flag,
+            "1: the container's root file system is read-only (the gateway writes its "
+            "state dir and /tmp); 0 for an image that needs to write elsewhere"),
+    Setting("memory", "THEIAOS_PODMAN_MEMORY", _const("2g"), _memory,
+            "memory limit of the container (0: none); applied where the host's cgroups "
+            "have the memory controller"),
+    Setting("pids_limit", "THEIAOS_PODMAN_PIDS_LIMIT", _const("1024"), _count,
+            "most processes and threads in the container (0: none); applied where the "
+            "host's cgroups have the pids controller"),
+    Setting("start_timeout", "THEIAOS_PODMAN_START_TIMEOUT", _const("120"), _seconds,
+            "seconds the gateway may take from start until it answers; then the start "
+            "failed (and an image update rolls back)"),
+    Setting("auto_update", "THEIAOS_PODMAN_AUTO_UPDATE", _const("off"), _auto_update,
+            "off, local or registry: Podman's auto-update (its timer, daily) restarts the "
+            "gateway on a newer image, and rolls back when it does not get healthy"),
 )
 
 
@@ -204,6 +246,11 @@ class Settings:
     publish_address: str
     gateway_bind: str
     quadlet: bool
+    read_only: bool
+    memory: str
+    pids_limit: int
+    start_timeout: int
+    auto_update: str
 
     @property
     def env_file(self) -> str:
@@ -295,8 +342,10 @@ def read_choices(path: Path | None = None) -> dict[str, str]:
 
         path = state.path(state.CHOICES)
     text = _root_text(path)
-    if text is None:
-        return {}
+    return parse_choices(text, path) if text is not None else {}
+
+
+def parse_choices(text: str, path: Path = CHOICES_FILE) -> dict[str, str]:
     out = {}
     for line in text.splitlines():
         key, sep, value = line.partition("=")

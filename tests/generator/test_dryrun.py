@@ -31,7 +31,17 @@ def dryrun(quadlet_bin: str, tmp_path: Path, text: str) -> subprocess.CompletedP
                           capture_output=True, check=False, timeout=60)
 
 
-@pytest.mark.parametrize("name", sorted(n for n in variants() if n.endswith(".container")))
+# Quadlet variants the generator here (Debian 13's Podman 5.4) knows; newer keys
+# (Memory= from 5.5) are for newer generators.
+GENERATOR = (5, 4)
+
+
+def _known(name: str) -> bool:
+    major, minor = name.split("-")[1].removesuffix(".container").split(".")
+    return name.endswith(".container") and (int(major), int(minor)) <= GENERATOR
+
+
+@pytest.mark.parametrize("name", sorted(n for n in variants() if _known(n)))
 def test_variant_is_accepted(quadlet_bin: str, tmp_path: Path, name: str) -> None:
     proc = dryrun(quadlet_bin, tmp_path, variants()[name])
     assert proc.returncode == 0, proc.stderr

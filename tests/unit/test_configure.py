@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from theiaos_pkg import configure, quadlet, settings
 from theiaos_pkg.podman import Features
 
@@ -17,7 +19,7 @@ PODMAN_43 = Features((4, 3, 1))  # Debian 12: no Quadlet
 
 def _prepare(s: settings.Settings, etc: Path, podman: Features = PODMAN) -> configure.Outcome:
     out = configure.Outcome()
-    plan = configure.preflight(s, str(etc), podman)
+    plan = configure.preflight(s, str(etc), podman, will_start=False)  # ports: own test
     configure.apply(plan, str(etc), out, lambda _line: None)
     return out
 
@@ -111,3 +113,25 @@ def test_an_edited_plain_unit_is_kept_and_runs_the_gateway(etc: Path,
     step = next(st for st in out.steps if st.name == "quadlet")
     assert step.state == "kept" and "edited by hand" in step.detail
     assert plain.read_text() == edited and not Path(conf.quadlet_path).exists()
+
+
+def test_a_port_held_by_another_program_is_refused_before_anything_is_written(
+        etc: Path, conf: settings.Settings) -> None:
+    import dataclasses
+    import socket
+
+    from theiaos_pkg.errors import SettingError
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            free = probe.getsockname()[1]
+        s = dataclasses.replace(conf, gateway_port=port, bridge_port=free)
+        with pytest.raises(SettingError, match=f"port {port} on 127.0.0.1 is taken"):
+            configure.preflight(s, str(etc), PODMAN)
+        # held by the account's own uid (the gateway's port forwarder): ours
+        configure.preflight(s, str(etc), PODMAN, also_ours=frozenset({os.getuid()}))
+    assert "theiaos" not in (etc / "passwd").read_text()

@@ -19,6 +19,8 @@ EXPECTED = Path(__file__).parent / "expected"
 VERSIONS = {"4.4": (4, 4, 2), "4.5": (4, 5, 0), "4.9": (4, 9, 3), "5.4": (5, 4, 2)}
 PLAIN = {"4.3": (4, 3, 1)}  # no Quadlet: the plain user unit
 CUSTOM = {
+    "THEIAOS_PODMAN_AUTO_UPDATE": "registry",
+    "THEIAOS_PODMAN_START_TIMEOUT": "60",
     "THEIAOS_PODMAN_GATEWAY_HOST_PORT": "28789",
     "THEIAOS_PODMAN_BRIDGE_HOST_PORT": "28790",
     "THEIAOS_CONFIG_DIR": "/srv/theiaos/config",
@@ -34,11 +36,14 @@ def variants() -> dict[str, str]:
         s = settings.load(environ={}, admin={}, chosen={})
         out[f"podman-{label}.container"] = quadlet.render(s, Features(version))
     custom = settings.load(environ=CUSTOM, admin={}, chosen={})
-    out["custom-5.4.container"] = quadlet.render(custom, Features(VERSIONS["5.4"]))
+    limits = frozenset({"memory", "pids"})  # a host whose cgroups have both controllers
+    out["custom-5.4.container"] = quadlet.render(custom, Features(VERSIONS["5.4"], limits))
+    out["custom-5.5.container"] = quadlet.render(custom, Features((5, 5, 0), limits))
+    out["custom-4.4.container"] = quadlet.render(custom, Features(VERSIONS["4.4"], limits))
     for label, version in PLAIN.items():
         s = settings.load(environ={}, admin={}, chosen={})
         out[f"podman-{label}.service"] = quadlet.render_unit(s, Features(version))
-    out["custom-4.3.service"] = quadlet.render_unit(custom, Features(PLAIN["4.3"]))
+    out["custom-4.3.service"] = quadlet.render_unit(custom, Features(PLAIN["4.3"], limits))
     return out
 
 
@@ -135,3 +140,24 @@ def test_effective_port_of_a_plain_unit(tmp_path: Path) -> None:
     text = quadlet.render_unit(s, Features(PLAIN["4.3"]))
     path.write_text(text.replace("127.0.0.1:18789:18789", "127.0.0.1:38789:18789"))
     assert quadlet.effective(s, os.getuid()).gateway_port == 38789
+
+
+def test_hardening_and_its_gates() -> None:
+    v = variants()
+    for name in ("podman-4.4.container", "podman-5.4.container", "custom-5.5.container"):
+        assert "NoNewPrivileges=true\nDropCapability=all\nReadOnly=true\n" in v[name], name
+    assert "PidsLimit" not in v["podman-5.4.container"]  # no pids controller on that host
+    assert "PidsLimit=1024\nPodmanArgs=--memory=2g\n" in v["custom-5.4.container"]
+    assert "PidsLimit=1024\nMemory=2g\n" in v["custom-5.5.container"]
+    assert "PodmanArgs=--pids-limit=1024\nPodmanArgs=--memory=2g\n" in v["custom-4.4.container"]
+    plain = v["custom-4.3.service"]
+    assert "--cap-drop=all --security-opt=no-new-privileges --read-only --memory=2g " \
+        "--pids-limit=1024" in plain
+    assert "Notify=healthy" in v["podman-5.4.container"]
+    assert "Notify" not in v["podman-4.9.container"] and "HealthStartupCmd" in v["podman-4.9.container"]
+    assert "HealthStartup" not in v["podman-4.4.container"]
+    assert "AutoUpdate=registry" in v["custom-5.4.container"]
+    assert "AutoUpdate" not in v["custom-4.4.container"]  # 4.6 and later
+    assert "TimeoutStartSec=60\n" in v["custom-5.4.container"]
+    unsafe = settings.load(environ={"THEIAOS_PODMAN_READ_ONLY": "0"}, admin={}, chosen={})
+    assert "ReadOnly" not in quadlet.render(unsafe, Features(VERSIONS["5.4"]))
