@@ -139,6 +139,25 @@ def _settings_applied(s: Settings, acct: Account) -> Check:
                  "sudo theiaosctl setup")
 
 
+def _limits(s: Settings, acct: Account) -> Check:
+    """Resource limits the host can enforce (its cgroups need the controllers)."""
+    from . import container
+
+    f = podman.detect()
+    hard = container.hardening(s, f)
+    missing = [f"{name} (no {ctl} controller in this host's cgroups)"
+               for name, ctl, want, got in (("memory limit", "memory", s.memory != "0", hard.memory),
+                                            ("pids limit", "pids", bool(s.pids_limit),
+                                             hard.pids_limit)) if want and not got]
+    applied = ", ".join(x for x in (f"memory {hard.memory}" if hard.memory else "",
+                                    f"pids {hard.pids_limit}" if hard.pids_limit else "") if x)
+    text = (f"limits: {applied or 'none'}; read-only root: {'yes' if hard.read_only else 'no'}; "
+            "no capabilities, no new privileges")
+    if missing:
+        text += f"; not applied: {', '.join(missing)}"
+    return Check("hardening", True, text)
+
+
 def _image(s: Settings, acct: Account) -> Check:
     image_id = podman.image_id(acct.identity(), s.image)
     if image_id:
@@ -258,7 +277,7 @@ def _launch_script(s: Settings, acct: Account) -> Check:
 
 CHECKS: tuple[Callable[[Settings, Account], Check], ...] = (
     _podman, _cgroups, _idmap, _subids, _linger, _manager, _unit, _settings_applied, _image,
-    _ports,
+    _limits, _ports,
     _selinux, _config_owner, _config_mode, _token, _pending, _container_name, _launch_script,
 )
 

@@ -36,7 +36,22 @@ class Status:
     mode: str = "service"  # service (Quadlet) | manual (theiaosctl launch)
     unit_file: str = ""  # the unit that runs the gateway: "Quadlet PATH" or "plain user unit PATH"
     pending: str = ""  # a change the running gateway has not picked up (state.PENDING)
+    failing_since: str | None = None  # the first failed health check of the current streak
+    journal: str = ""  # the unit's last lines, when it failed
     problem: str = ""  # what could not be asked (status shows what it can)
+
+    @property
+    def verdict(self) -> str:
+        """running | not answering | starting | failed | stopped | not installed: the
+        unit's state and the gateway's answer together (ActiveState alone can read
+        "active" while a refused config exits and systemd restarts it)."""
+        if not self.installed:
+            return "not installed"
+        if self.unit_active == "active":
+            return "running" if self.healthy else "not answering"
+        if self.unit_active in ("activating", "reloading") or self.unit_sub == "auto-restart":
+            return "starting"
+        return "failed" if self.unit_active == "failed" else "stopped"
 
     @property
     def exit_code(self) -> int:
@@ -49,6 +64,7 @@ class Status:
         d["ports"] = list(self.ports)
         d["since"] = _iso(self.since_usec)
         d["exit_code"] = self.exit_code
+        d["verdict"] = self.verdict
         return d
 
 
@@ -86,7 +102,7 @@ def collect(s: Settings, etc: str = "/etc") -> Status:
     fast = podman.fast_state(who, UNIT.removesuffix(".service"), s.image) \
         if fields.get("unit_active") == "active" else None
     if fast is not None:
-        fields["container_health"], fields["image_id"] = fast
+        fields["container_health"], fields["image_id"], fields["failing_since"] = fast
     else:
         try:
             fields["image_id"] = podman.image_id(who, s.image)
@@ -96,13 +112,20 @@ def collect(s: Settings, etc: str = "/etc") -> Status:
             info = None
         state_ = (info or {}).get("State") or {}
         if info is not None:
-            hc = state_.get("Health") or state_.get("Healthcheck") or {}
-            fields["container_health"] = hc.get("Status") or state_.get("Status", "unknown")
+            hc = state_.get("Health") or state_.get("Healthcheck") or None
+            if hc:
+                fields["container_health"], fields["failing_since"] = podman.health_summary(hc)
+            else:
+                fields["container_health"] = state_.get("Status", "unknown")
         if not s.quadlet:
             fields.update(unit_load="manual", unit_active="active" if state_.get("Running")
                           else "inactive", unit_sub=f"container {state_.get('Status', 'not there')}",
                           manager_running=bus.manager_running(acct.uid))
     fields["healthy"] = health.healthy(s)
+    if fields.get("unit_active") == "failed" or fields.get("unit_sub") == "auto-restart":
+        from . import journal
+
+        fields["journal"] = journal.tail(acct.uid, 10)
     return Status(**fields)
 
 
@@ -127,8 +150,12 @@ def format_text(st: Status) -> str:
     image_id = st.image_id[:12] if st.image_id else "missing: see sudo theiaosctl doctor"
     head = f"{UNIT}: {state}" if st.mode == "service" else \
         f"manual mode (theiaosctl launch): {state}"
+    verdict = st.verdict
+    if verdict == "not answering" and st.failing_since:
+        verdict += f" since {st.failing_since}"
     lines = [
         head,
+        f"  state:     {verdict}",
         *([f"  unit:      {st.unit_file}"] if st.unit_file else []),
         f"  gateway:   {'answers' if st.healthy else 'does not answer'} ({st.url}healthz)",
         f"  container: {st.container_health}",
@@ -143,6 +170,8 @@ def format_text(st: Status) -> str:
         lines.append(f"  pending:   {st.pending}, not applied yet: sudo theiaosctl restart")
     if st.problem:
         lines.append(f"  problem:   {st.problem}")
+    if st.journal:
+        lines += ["  last lines:", *(f"    {ln}" for ln in st.journal.splitlines())]
     return "\n".join(lines)
 
 

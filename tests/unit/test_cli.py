@@ -113,3 +113,36 @@ def test_choices_file(tmp_path: Path) -> None:
     f.write_text("EVIL=1\n")
     with pytest.raises(settings.SettingError, match="unexpected line"):
         settings.read_choices(f)
+
+
+@pytest.mark.parametrize(("active", "sub", "healthy", "verdict"), [
+    ("active", "running", True, "running"),
+    ("active", "running", False, "not answering"),
+    ("activating", "start", False, "starting"),
+    ("activating", "auto-restart", False, "starting"),
+    ("failed", "failed", False, "failed"),
+    ("inactive", "dead", False, "stopped"),
+])
+def test_status_tells_running_from_active(active: str, sub: str, healthy: bool,
+                                          verdict: str) -> None:
+    from theiaos_pkg import status
+
+    st = status.Status(installed=True, user="theiaos", uid=990, unit_active=active,
+                       unit_sub=sub, healthy=healthy, failing_since="2026-11-30T01:00:00Z",
+                       journal="line one\nline two" if active == "failed" else "")
+    assert st.verdict == verdict
+    text = status.format_text(st)
+    assert f"  state:     {verdict}" in text
+    if verdict == "not answering":
+        assert "not answering since 2026-11-30T01:00:00Z" in text
+    if verdict == "failed":
+        assert "  last lines:\n    line one\n    line two" in text
+    assert status.Status(installed=False, user="x", uid=None).verdict == "not installed"
+
+
+def test_health_summary_finds_when_the_failing_began() -> None:
+    log = [{"Start": "t1", "ExitCode": 0}, {"Start": "t2", "ExitCode": 1},
+           {"Start": "t3", "ExitCode": 1}]
+    assert podman.health_summary({"Status": "unhealthy", "Log": log}) == ("unhealthy", "t2")
+    assert podman.health_summary({"Status": "healthy", "Log": log[:1]}) == ("healthy", None)
+    assert podman.health_summary(None) == ("starting", None)
