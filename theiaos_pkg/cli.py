@@ -42,7 +42,7 @@ def _account(s: Settings) -> Account:
 
 
 #: Verbs that write the unit from the settings; the others use the unit on disk.
-WRITERS = {"setup"}
+WRITERS = {"setup", "restore"}
 
 
 def _effective(s: Settings, on_disk: bool = False) -> Settings:
@@ -208,9 +208,28 @@ def cmd_image(s: Settings, args: argparse.Namespace) -> int:
     acct = _account(s)
     if args.action == "list":
         return images.list_(s, acct)
+    if args.action == "rollback":
+        return images.rollback(s, acct, _report)
     if args.action == "pull" and not args.source:
         raise TheiaosError("image pull needs a reference", "theiaosctl image pull REF")
-    return images.change(s, acct, args.action, args.source, _report)
+    return images.change(s, acct, args.action, args.source, _report,
+                         rollback=not args.no_rollback)
+
+
+def cmd_backup(s: Settings, args: argparse.Namespace) -> int:
+    from . import backup
+
+    backup.backup(s, _account(s), args.file, args.with_image,
+                  lambda line: print(line, file=sys.stderr if args.file == "-" else sys.stdout,
+                                     flush=True))
+    return 0
+
+
+def cmd_restore(s: Settings, args: argparse.Namespace) -> int:
+    from . import backup
+
+    backup.restore(s, args.file, _report)
+    return 0
 
 
 def cmd_doctor(s: Settings, args: argparse.Namespace) -> int:
@@ -267,10 +286,21 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("action", choices=["show", "rotate"])
     v.add_argument("--show", action="store_true", help="with rotate: print the new token")
     v = verb("image", cmd_image, "build, pull, load or list gateway images in the service "
-             "account's store; a new image restarts a running gateway")
-    v.add_argument("action", choices=["build", "pull", "load", "list"])
+             "account's store; a new image restarts a running gateway, which must answer or "
+             "the image it ran before is put back; rollback goes back by hand")
+    v.add_argument("action", choices=["build", "pull", "load", "list", "rollback"])
     v.add_argument("source", nargs="?", help="build: a TheiaOS checkout (default .); "
                    "pull: an image reference; load: an archive file or - for stdin")
+    v.add_argument("--no-rollback", action="store_true",
+                   help="keep a new image even when the gateway does not answer on it")
+    v = verb("backup", cmd_backup, "write the gateway's state (config with the token, "
+             "workspace, settings) to one archive, 0600, with a manifest of checksums")
+    v.add_argument("file", nargs="?", default="-", metavar="FILE",
+                   help="the archive to write (default -: standard output)")
+    v.add_argument("--with-image", action="store_true", help="add the gateway's image")
+    v = verb("restore", cmd_restore, "check an archive of `backup`, put its state and "
+             "settings back, run setup and wait until the gateway answers")
+    v.add_argument("file", metavar="FILE", help="the archive, or - for standard input")
     verb("doctor", cmd_doctor, "check the host and the install, with the fix for each problem")
     verb("url", cmd_url, "print the dashboard URL")
     return p

@@ -196,6 +196,11 @@ def preflight(s: Settings, etc: str, features: podman.Features,
         _check_dir(quadlet.unit_file(s, features.unit_kind).directory, "THEIAOS_PODMAN_HOME", s, ap)
     cfg = gateway.plan(s, uid)
     unit = _plan_unit(s, features, uid)
+    if s.auto_update != "off" and not (s.quadlet and features.auto_update_key):
+        raise SettingError(
+            f"THEIAOS_PODMAN_AUTO_UPDATE={s.auto_update}: Podman's auto-update needs the "
+            f"Quadlet service and Podman 4.6 or later (this is {features.label()})",
+            "set THEIAOS_PODMAN_AUTO_UPDATE=off in /etc/theiaos/podman.env")
     if will_start:
         _check_ports(s, also_ours | ({uid} if uid is not None else set()))
     return Plan(s, features, ap, sub, cfg, unit)
@@ -304,6 +309,31 @@ def _linger_file(acct: Account) -> None:
         state.write(state.LINGER_MARKER, f"{acct.name}\n")
 
 
+AUTO_UPDATE_TIMER = "podman-auto-update.timer"
+
+
+def _auto_update_timer(s: Settings, acct: Account) -> Step | None:
+    """Podman's own auto-update timer in the account's manager: on while
+    THEIAOS_PODMAN_AUTO_UPDATE is local or registry, off again when the package turned
+    it on and the setting is off."""
+    want = s.auto_update != "off"
+    ours = state.read(state.AUTO_UPDATE_MARKER) is not None
+    with bus.UserManager(acct.uid) as mgr:
+        on = mgr.unit_file_state(AUTO_UPDATE_TIMER) == "enabled"
+        if want and not on:
+            mgr.enable(AUTO_UPDATE_TIMER)
+            mgr.reload()
+            mgr.start(AUTO_UPDATE_TIMER, 60)
+            state.write(state.AUTO_UPDATE_MARKER, f"{acct.name}\n")
+            return Step("auto-update", "changed", f"{AUTO_UPDATE_TIMER} enabled ({s.auto_update})")
+        if not want and on and ours:
+            mgr.disable(AUTO_UPDATE_TIMER)
+            mgr.stop(AUTO_UPDATE_TIMER, 60)
+            state.clear(state.AUTO_UPDATE_MARKER)
+            return Step("auto-update", "changed", f"{AUTO_UPDATE_TIMER} disabled")
+    return None
+
+
 def _adopt_linger_dir(acct: Account) -> None:
     """Without systemd (a chroot or image build), 0.1.0 made /var/lib/systemd/linger
     without saying so: when this package turned lingering on and the directory holds
@@ -365,6 +395,9 @@ def activate(s: Settings, acct: Account, out: Outcome, report: Report,
     add(Step("image", "changed" if new_image else "unchanged", f"{s.image} {image_id[:12]}"))
     if tokens.sync_secret(s, acct, features or podman.detect()):
         add(Step("token-secret", "changed", f"{podman.SECRET} holds the token of {s.env_file}"))
+    step = _auto_update_timer(s, acct)
+    if step:
+        add(step)
     pending = state.pending()
     action = service.bring_up(s, acct, reload=pending is not None,
                               restart=restart or new_image or pending is not None,
@@ -386,7 +419,7 @@ def remove(s: Settings, etc: str, report: Report) -> None:
     if acct is None:
         report(f"remove: no account {s.user}: nothing to stop")
         return
-    for step in (_stop_all, _remove_unit, _remove_launch_script, _linger_off):
+    for step in (_stop_all, _remove_unit, _auto_update_off, _remove_launch_script, _linger_off):
         try:
             step(s, acct, report)
         except TheiaosError as exc:
@@ -414,6 +447,17 @@ def _remove_unit(s: Settings, acct: Account, report: Report) -> None:
     if bus.systemd_running() and service.manager_running(acct):
         with bus.UserManager(acct.uid) as mgr:
             mgr.reload()
+
+
+def _auto_update_off(s: Settings, acct: Account, report: Report) -> None:
+    if state.read(state.AUTO_UPDATE_MARKER) is None:
+        return
+    if bus.systemd_running() and service.manager_running(acct):
+        with bus.UserManager(acct.uid) as mgr:
+            mgr.disable(AUTO_UPDATE_TIMER)
+            mgr.stop(AUTO_UPDATE_TIMER, 60)
+    state.clear(state.AUTO_UPDATE_MARKER)
+    report(f"remove: {AUTO_UPDATE_TIMER} disabled (this package enabled it)")
 
 
 def _remove_launch_script(s: Settings, acct: Account, report: Report) -> None:

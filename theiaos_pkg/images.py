@@ -1,5 +1,8 @@
 """`theiaosctl image`: the gateway's images in the service account's own store (never
-root's). A new image restarts a running gateway onto it."""
+root's). A new image never leaves a broken gateway behind: the image the gateway runs
+now is kept as PREVIOUS, the gateway restarts onto the new one and must answer within
+THEIAOS_PODMAN_START_TIMEOUT; if it does not, PREVIOUS is put back, the gateway
+restarted on it and confirmed healthy, and the verb fails saying "rolled back"."""
 
 from __future__ import annotations
 
@@ -9,12 +12,29 @@ from collections.abc import Callable
 
 from . import podman
 from .account import Account
-from .errors import TheiaosError
+from .errors import GatewayError, TheiaosError
+from .run import run
 from .settings import Settings
+
+#: The image the gateway ran before the last change, kept for a rollback.
+PREVIOUS = "localhost/theiaos:previous"
+Report = Callable[[str], None]
 
 
 def list_(s: Settings, acct: Account) -> int:
-    return podman.images(acct.identity())
+    """The account's images, the gateway's current and previous marked."""
+    who = acct.identity()
+    current, previous = podman.image_id(who, s.image), podman.image_id(who, PREVIOUS)
+    rows = run(["podman", "images", "--format",
+                "{{.Repository}}:{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"],
+               as_user=who).stdout.splitlines()
+    print(f"{'IMAGE':48} {'ID':12}  {'CREATED':16} {'SIZE':10} ROLE")
+    for row in rows:
+        name, iid, created, size = (row.split("\t") + ["", "", "", ""])[:4]
+        role = ("current" if current and current.startswith(iid) and name == s.image else
+                "previous" if previous and previous.startswith(iid) and name == PREVIOUS else "")
+        print(f"{name:48} {iid[:12]:12}  {created:16} {size:10} {role}".rstrip())
+    return 0
 
 
 def _load(s: Settings, acct: Account, source: str | None) -> None:
@@ -35,11 +55,25 @@ def _load(s: Settings, acct: Account, source: str | None) -> None:
         podman.load(who, archive, s.image)
 
 
-def change(s: Settings, acct: Account, action: str, source: str | None,
-           report: Callable[[str], None]) -> int:
-    """build | pull | load, then restart a running gateway when the image changed."""
+def _running_image(s: Settings, acct: Account) -> str | None:
+    """The image id the gateway runs now (service or manual container), None if it runs
+    nothing."""
+    from . import manual, service
+
+    running = service.is_active(acct) if s.quadlet else manual.running(s, acct)
+    return podman.running_image(acct.identity(), s.container_name) if running else None
+
+
+def change(s: Settings, acct: Account, action: str, source: str | None, report: Report,
+           rollback: bool = True) -> int:
+    """build | pull | load, keeping what runs now as PREVIOUS; restart a running gateway
+    onto a new image and roll back when it does not answer (unless ``rollback`` is off)."""
     who = acct.identity()
     before = podman.image_id(who, s.image)
+    running = _running_image(s, acct)
+    keep = running or before
+    if keep:
+        run(["podman", "tag", keep, PREVIOUS], as_user=who)
     if action == "build":
         podman.build(who, s.image, os.path.abspath(source or "."))
     elif action == "pull":
@@ -48,20 +82,71 @@ def change(s: Settings, acct: Account, action: str, source: str | None,
     else:
         _load(s, acct, source)
     after = podman.image_id(who, s.image)
-    report(f"{s.image}: {after[:12] if after else 'missing'}"
-           + (" (unchanged)" if after == before else ""))
-    if after != before:
-        restart_if_running(s, acct, report)
+    if after is None or after == before:
+        report(f"{s.image}: {after[:12] if after else 'missing'} (unchanged)")
+        return 0
+    report(f"{s.image}: {after[:12]} (new; the one before is kept as {PREVIOUS})")
+    if running is None:
+        report("the gateway is not running: `theiaosctl start` uses the new image; "
+               "`theiaosctl image rollback` goes back")
+        return 0
+    try:
+        restart(s, acct, report)
+    except GatewayError as exc:
+        if not rollback or not keep:
+            raise
+        report(f"the new image does not answer: rolling back to {keep[:12]}")
+        run(["podman", "tag", keep, s.image], as_user=who)
+        restart(s, acct, report)
+        raise TheiaosError(
+            f"rolled back: the gateway answers again on {keep[:12]}; the new image "
+            f"{after[:12]} did not answer within {s.start_timeout} s ({exc.message})",
+            "fix the image and load or build it again; --no-rollback keeps a new image "
+            "whatever happens") from None
+    prune(s, acct, report)
     return 0
 
 
-def restart_if_running(s: Settings, acct: Account, report: Callable[[str], None]) -> None:
-    from . import configure, manual, service
+def rollback(s: Settings, acct: Account, report: Report) -> int:
+    """Back to PREVIOUS by hand; what ran becomes PREVIOUS (a second rollback returns)."""
+    who = acct.identity()
+    previous, current = podman.image_id(who, PREVIOUS), podman.image_id(who, s.image)
+    if previous is None:
+        raise TheiaosError(f"no previous image is kept ({PREVIOUS} is not in {acct.name}'s "
+                           "store)", "theiaosctl image list")
+    if previous == current:
+        report(f"{s.image} is {previous[:12]} already: nothing to roll back")
+        return 0
+    running = _running_image(s, acct) is not None
+    run(["podman", "tag", previous, s.image], as_user=who)
+    if current:
+        run(["podman", "tag", current, PREVIOUS], as_user=who)
+    report(f"{s.image}: {previous[:12]} again ({(current or 'none')[:12]} kept as {PREVIOUS})")
+    if running:
+        restart(s, acct, report)
+    return 0
+
+
+def restart(s: Settings, acct: Account, report: Report) -> None:
+    """Restart a running gateway onto its image; it must answer within the start bound."""
+    from . import configure, manual
     from .settings import UNIT
 
-    if s.quadlet and service.is_active(acct):
-        configure.activate(s, acct, configure.Outcome(), lambda line: None, restart=True)
+    if s.quadlet:
+        configure.activate(s, acct, configure.Outcome(), lambda line: None, restart=True,
+                           timeout=s.start_timeout + 30)
         report(f"{UNIT} restarted; the gateway answers at {s.url}")
-    elif not s.quadlet and manual.running(s, acct):
+    else:
         manual.launch(s, acct)
         report(f"container {s.container_name} restarted on it (manual mode)")
+
+
+def prune(s: Settings, acct: Account, report: Report) -> None:
+    """Dangling images go once the gateway answers on the new one: current and previous
+    are tagged, so neither is touched."""
+    proc = run(["podman", "image", "prune", "--force"], as_user=acct.identity(), check=False)
+    removed = [ln for ln in proc.stdout.split() if ln]
+    if proc.returncode != 0:
+        report(f"warning: podman image prune failed: {proc.stderr.strip()}")
+    elif removed:
+        report(f"pruned {len(removed)} dangling image(s)")

@@ -25,6 +25,7 @@ DIR = STATE_DIR
 LINGER_MARKER = "linger-enabled-by-package"
 LINGER_DIR_MARKER = "linger-dir-created-by-package"
 PENDING = "restart-pending"
+AUTO_UPDATE_MARKER = "auto-update-enabled-by-package"
 CHOICES = "setup.env"
 _MINE = Perm(0, 0, 0o644)
 

@@ -138,7 +138,9 @@ def make_handler(token: str) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:  # noqa: N802 (http.server naming)
             url = urllib.parse.urlsplit(self.path)
-            if url.path in ("/healthz", "/health"):
+            if url.path in ("/healthz", "/health") and BROKEN == "unhealthy":
+                self.send_json(503, {"ok": False, "status": "broken on purpose"})
+            elif url.path in ("/healthz", "/health"):
                 self.send_json(200, {"ok": True, "status": "live"})
             elif url.path in ("/readyz", "/ready"):
                 self.send_json(200, {"ready": True})
@@ -197,7 +199,14 @@ def parse_gateway_args(args: list[str]) -> tuple[str, int, bool]:
     return bind, port, allow_unconfigured
 
 
+#: An image built FROM the stand-in with `ENV THEIAOS_STUB_BROKEN=exit` (refuses to start)
+#: or `=unhealthy` (runs, but /healthz answers 503): what an image update test needs.
+BROKEN = os.environ.get("THEIAOS_STUB_BROKEN", "")
+
+
 def gateway(args: list[str]) -> int:
+    if BROKEN == "exit":
+        raise StubError("this image is broken on purpose (THEIAOS_STUB_BROKEN=exit)")
     bind, port, allow_unconfigured = parse_gateway_args(args)
     path = config_path()
     config = load_config(path) if not allow_unconfigured or path.exists() else {}
