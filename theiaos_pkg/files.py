@@ -29,7 +29,7 @@ import fcntl
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from .errors import TheiaosError, UnsafePathError
 
@@ -351,7 +351,7 @@ def _drop_stale(dfd: int, name: str) -> None:
                               "remove it") from None
 
 
-def _replace(dfd: int, name: str, data: bytes, perm: Perm) -> None:
+def _replace(dfd: int, name: str, data: bytes | Iterable[bytes], perm: Perm) -> None:
     tmp = _tmp_name(name)
     _drop_stale(dfd, name)
     fd = os.open(
@@ -361,9 +361,10 @@ def _replace(dfd: int, name: str, data: bytes, perm: Perm) -> None:
     try:
         os.fchown(fd, perm.uid, perm.gid)
         os.fchmod(fd, perm.mode)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        for chunk in ((data,) if isinstance(data, bytes) else data):
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view):]
         os.fsync(fd)
         os.close(fd)
         fd = -1
@@ -375,6 +376,104 @@ def _replace(dfd: int, name: str, data: bytes, perm: Perm) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp, dir_fd=dfd)
         raise
+
+
+def write_stream(path: str, chunks: Iterable[bytes], perm: Perm) -> None:
+    """Atomically make ``path`` hold what ``chunks`` yield (large files: a backup, a
+    restored workspace file), with ``perm``; nothing is written through a link."""
+    head, name = os.path.split(os.path.normpath(path))
+    with open_dir(head) as dfd:
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            raise UnsafePathError(f"{path} is {kind(st.st_mode)}; refusing to write it",
+                                  f"move it aside (sudo mv {path} {path}.bad)")
+        _replace(dfd, name, chunks, perm)
+
+
+@contextlib.contextmanager
+def open_read(path: str, owner: int, limit: int) -> Iterator[int | None]:
+    """A read descriptor of ``path`` that passed check_regular (None when missing), for
+    reading more than fits in memory."""
+    head, name = os.path.split(os.path.normpath(path))
+    try:
+        with open_dir(head) as dfd:
+            fd = _open_checked(dfd, name, path, owner, limit)
+    except FileNotFoundError:
+        fd = None
+    try:
+        yield fd
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def tree(path: str) -> Iterator[tuple[str, os.stat_result]]:
+    """Every entry below directory ``path`` (relative name, lstat), directories before
+    what they hold, in name order, reached through descriptors: no symlink is followed,
+    and nothing is opened but directories."""
+    with open_dir(path) as top:
+        yield from _tree(top, "")
+
+
+def _tree(dfd: int, prefix: str) -> Iterator[tuple[str, os.stat_result]]:
+    for name in sorted(os.listdir(dfd)):
+        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        rel = f"{prefix}{name}"
+        yield rel, st
+        if stat.S_ISDIR(st.st_mode):
+            sub = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+            try:
+                yield from _tree(sub, rel + "/")
+            finally:
+                os.close(sub)
+
+
+def remove_tree(path: str) -> bool:
+    """rm -r ``path`` through descriptors (never following a symlink); False when absent."""
+    head, name = os.path.split(os.path.normpath(path))
+    try:
+        with open_dir(head) as dfd:
+            _rmtree_at(dfd, name)
+            return True
+    except FileNotFoundError:
+        return False
+
+
+def _rmtree_at(dfd: int, name: str) -> None:
+    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(name, dir_fd=dfd)
+        return
+    sub = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+    try:
+        for entry in os.listdir(sub):
+            _rmtree_at(sub, entry)
+    finally:
+        os.close(sub)
+    os.rmdir(name, dir_fd=dfd)
+
+
+_RENAME_EXCHANGE = 2
+
+
+def exchange(a: str, b: str) -> None:
+    """Swap two directories of one parent in one step (renameat2 RENAME_EXCHANGE): a
+    restore killed at any moment leaves either the old or the new state in place."""
+    import ctypes
+
+    head, name_a = os.path.split(os.path.normpath(a))
+    head_b, name_b = os.path.split(os.path.normpath(b))
+    if head != head_b:
+        raise TheiaosError(f"{a} and {b} are not in one directory")
+    libc = ctypes.CDLL(None, use_errno=True)
+    with open_dir(head) as dfd:
+        if libc.renameat2(dfd, name_a.encode(), dfd, name_b.encode(), _RENAME_EXCHANGE) != 0:
+            err = ctypes.get_errno()
+            raise TheiaosError(f"swapping {a} and {b}: {os.strerror(err)}")
+        os.fsync(dfd)
 
 
 def symlink(path: str, target: str, perm: Perm) -> bool:
