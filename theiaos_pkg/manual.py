@@ -49,8 +49,8 @@ def launch(s: Settings, acct: Account) -> None:
     """Start (or replace) the gateway container detached; return only when it answers."""
     features = _preflight(s, acct)
     who = acct.identity()
-    run(container.run_argv(container.spec(s), acct.uid, acct.gid, secret=features.secret),
-        as_user=who)
+    run(container.run_argv(container.spec(s), acct.uid, acct.gid, secret=features.secret,
+                           hard=container.hardening(s, features)), as_user=who)
     deadline = time.monotonic() + LAUNCH_TIMEOUT
     while not health.healthy(s):
         st = container_state(s, acct)
@@ -94,7 +94,8 @@ def onboard(s: Settings, acct: Account) -> int:
     features = _preflight(s, acct)
     before = gateway.config_token(s, acct.uid)
     code = interactive(container.run_argv(container.spec(s), acct.uid, acct.gid,
-                                          secret=features.secret, onboard=True),
+                                          secret=features.secret, onboard=True,
+                                          hard=container.hardening(s, features)),
                        as_user=acct.identity())
     after = gateway.config_token(s, acct.uid)
     if after and after != before and after != gateway.read_token(s, acct.uid):
