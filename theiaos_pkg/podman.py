@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import os
 import re
-from typing import Any, BinaryIO
+import sys
+from typing import Any, BinaryIO, NamedTuple
 
 from .errors import CommandError, TheiaosError
 from .run import Identity, run, stream
@@ -13,8 +14,7 @@ from .run import Identity, run, stream
 Version = tuple[int, int, int]
 
 
-@dataclasses.dataclass(frozen=True)
-class Features:
+class Features(NamedTuple):
     """What the installed Podman's Quadlet generator accepts (reference: key by version),
     and which cgroup controllers the host has (resource limits need them)."""
 
@@ -111,10 +111,29 @@ def controllers() -> frozenset[str]:
 def detect() -> Features:
     """The installed Podman's features; asks the package database when podman cannot
     run (a chroot without /proc during an image build)."""
-    return dataclasses.replace(_version(), controllers=controllers())
+    return _version()._replace(controllers=controllers())
+
+
+PODMAN = "/usr/bin/podman"
 
 
 def _version() -> Features:
+    """The version of /usr/bin/podman, remembered (in the package's state) for as long as
+    that file is the same file: a podman process costs tens of milliseconds."""
+    from . import files, state
+
+    st = files.lstat(PODMAN) if os.geteuid() == 0 else None
+    key = f"{st.st_dev}:{st.st_ino}:{st.st_mtime_ns}:{st.st_size}" if st else ""
+    cached = (state.read(state.PODMAN_VERSION) or "").split() if key else []
+    if len(cached) == 2 and cached[0] == key:
+        return Features(parse_version(cached[1]))
+    found = _ask_version()
+    if key and st is not None:
+        state.write(state.PODMAN_VERSION, f"{key} {found.label()}\n")
+    return found
+
+
+def _ask_version() -> Features:
     try:
         return Features(parse_version(run(["podman", "--version"]).stdout))
     except CommandError as first:
@@ -142,7 +161,13 @@ def provide_hint(who: Identity, image: str) -> str:
 
 
 def image_id(who: Identity, image: str) -> str | None:
-    """The id of ``image`` in the account's store, None when absent."""
+    """The id of ``image`` in the account's store, None when absent (from Podman's own
+    files when they can be read, else podman image inspect)."""
+    from . import podstore
+
+    answered, found = podstore.image_id(who, image)
+    if answered:
+        return found
     proc = run(["podman", "image", "inspect", "--format", "{{.Id}}", image],
                as_user=who, check=False)
     if proc.returncode != 0:
@@ -179,6 +204,11 @@ def published_ports(info: dict[str, Any]) -> frozenset[int]:
 
 def running_image(who: Identity, name: str) -> str | None:
     """The image id the container ``name`` was created from, None without a container."""
+    from . import podstore
+
+    answered, found = podstore.container_image(who, name)
+    if answered:
+        return found
     info = inspect_container(who, name)
     image = info.get("Image") if info else None
     return image if isinstance(image, str) else None
@@ -194,6 +224,11 @@ SECRET_LABEL = "io.theiaos.token-sha256"
 
 def secret_digest(who: Identity) -> str | None:
     """The token digest the account's secret was made with; None when it has none."""
+    from . import podstore
+
+    answered, found = podstore.secret_label(who, SECRET, SECRET_LABEL)
+    if answered:
+        return found
     proc = run(["podman", "secret", "inspect", "--format",
                 f'{{{{index .Spec.Labels "{SECRET_LABEL}"}}}}', SECRET], as_user=who, check=False)
     if proc.returncode != 0:
@@ -231,7 +266,7 @@ def build(who: Identity, image: str, context: str) -> None:
 def pull(who: Identity, ref: str, image: str) -> None:
     """``podman pull REF`` (any transport: registry, docker-archive:, oci-archive:, …),
     then tag what it pulled as the gateway's image."""
-    proc = run(["podman", "pull", ref], as_user=who, timeout=None)
+    proc = run(["podman", "pull", ref], as_user=who, timeout=None, relay=sys.stderr.buffer)
     lines = proc.stdout.split()
     if not lines:
         raise CommandError(f"podman pull {ref} (as {who.name}) printed no image id")
@@ -252,7 +287,8 @@ def load(who: Identity, archive: BinaryIO, image: str) -> list[str]:
     """``podman load`` of an archive root reads and pipes in (no temp file, and the
     account's process never holds root's descriptor); tags the first image it holds as
     ``image`` when the archive does not name it."""
-    proc = run(["podman", "load"], as_user=who, feed=archive, timeout=None)
+    proc = run(["podman", "load"], as_user=who, feed=archive, timeout=None,
+               relay=sys.stderr.buffer)  # Podman's progress, as it comes
     names = loaded_names(proc.stdout)
     if not names:
         raise CommandError(f"podman load (as {who.name}) loaded no image: {proc.stdout.strip()}")
@@ -263,48 +299,3 @@ def load(who: Identity, archive: BinaryIO, image: str) -> list[str]:
 
 def images(who: Identity) -> int:
     return stream(["podman", "images"], as_user=who)
-
-
-def health_summary(health: dict[str, Any] | None) -> tuple[str, str | None]:
-    """(status, since when it fails) of a container's health (podman inspect's
-    State.Health, or the healthcheck.log file): "since" is the start of the first failed
-    check of the current failing streak, None when the last check passed."""
-    if not health:
-        return "starting", None
-    status = str(health.get("Status") or "starting")
-    since = None
-    for entry in reversed(health.get("Log") or []):
-        if not isinstance(entry, dict) or entry.get("ExitCode") == 0:
-            break
-        since = str(entry.get("Start") or "") or since
-    return status, since
-
-
-def fast_state(who: Identity, unit_stem: str,
-               image: str) -> tuple[str, str | None, str | None] | None:
-    """(container health, image id, failing since) from Podman's own files, without
-    starting podman (status must be quick): the unit's cidfile, the healthcheck log in
-    the run root and the image list of the default storage. None when any is not where
-    the default storage puts it (custom storage.conf, manual mode): ask podman then."""
-    from . import files
-
-    run_root = f"{who.runtime_dir}/containers"
-    graph_root = f"{who.home}/.local/share/containers/storage"
-    cid = files.read_bytes(f"{who.runtime_dir}/{unit_stem}.cid", who.uid, files.SMALL)
-    images_json = files.read_bytes(f"{graph_root}/overlay-images/images.json", who.uid)
-    if not cid or images_json is None or not re.fullmatch(rb"[0-9a-f]{64}\s*", cid):
-        return None
-    try:
-        images = json.loads(images_json)
-    except ValueError:
-        return None
-    image_id = next((i.get("id") for i in images if image in (i.get("names") or [])), None)
-    log = files.read_bytes(f"{run_root}/overlay-containers/{cid.decode().strip()}/healthcheck.log",
-                           who.uid)
-    if log is None:
-        return "starting", image_id, None
-    try:
-        status, since = health_summary(json.loads(log))
-    except ValueError:
-        return None
-    return status, image_id, since

@@ -11,21 +11,23 @@ product doc invites); setup then keeps it and says so instead of overwriting it.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
+import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from . import container, data
-from .podman import Features
-from .settings import Settings
+from .settings import CONTAINER_GATEWAY_PORT, Settings
+
+if TYPE_CHECKING:
+    from .podman import Features
+
+# `theiaosctl status` imports this module (effective, unit_files): what only rendering
+# needs (jinja2, the container Spec, hashlib) is imported where it renders.
 
 TEMPLATE = "theiaos.container.j2"
 PLAIN_TEMPLATE = "theiaos.service.j2"
 
 
-@dataclasses.dataclass(frozen=True)
-class UnitFile:
+class UnitFile(NamedTuple):
     """The gateway's unit file of one kind: "quadlet" or "plain"."""
 
     kind: str
@@ -63,15 +65,35 @@ def exec_quote(arg: str) -> str:
 
 
 def _template(name: str) -> Any:
-    import jinja2  # here, not at the top: `theiaosctl status` imports this module
+    import jinja2
+
+    from . import data
 
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(data.find(f"units/{name}").parent)),
+        loader=jinja2.FileSystemLoader(os.path.dirname(data.find(f"units/{name}"))),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
     )
     return env.get_template(name)
+
+
+def render_key(s: Settings, podman: Features) -> str:
+    """A digest of everything a rendering depends on: the settings, the Podman features,
+    both templates and the package's version. Setup remembers it with the digest of what
+    it rendered, so a setup that changes nothing need not load jinja2 to find out."""
+    import hashlib
+
+    from . import __version__, data
+
+    h = hashlib.sha256(repr((s, podman, __version__)).encode())
+    for name in (TEMPLATE, PLAIN_TEMPLATE):
+        h.update(data.read(f"units/{name}"))
+    return h.hexdigest()
+
+
+def text_digest(text: str) -> str:
+    return _digest(text)
 
 
 def render_unit(s: Settings, podman: Features) -> str:
@@ -81,6 +103,8 @@ def render_unit(s: Settings, podman: Features) -> str:
 
 def render_plain(s: Settings, podman: Features) -> str:
     """The plain user unit (Podman without Quadlet), from the same Spec."""
+    from . import container
+
     argv = container.service_argv(container.spec(s), podman, container.hardening(s, podman),
                                   s.start_timeout)
     # %U, %G, %t and %N are the unit's own specifiers; everything else is escaped.
@@ -92,6 +116,8 @@ def render_plain(s: Settings, podman: Features) -> str:
 
 
 def render(s: Settings, podman: Features) -> str:
+    from . import container
+
     sp = container.spec(s)
     hard = container.hardening(s, podman)
     body = _template(TEMPLATE).render(
@@ -129,6 +155,8 @@ def _seal(body: str) -> str:
 
 
 def _digest(body: str) -> str:
+    import hashlib
+
     return hashlib.sha256(body.encode()).hexdigest()
 
 
@@ -165,7 +193,7 @@ def effective(s: Settings, uid: int | None, on_disk: bool = False) -> Settings:
     if not text or not (on_disk or edited_by_admin(text)):
         return s
     for m in _PUBLISH.finditer(text):
-        if int(m[3]) == container.spec(s).ports[0].container:
-            return dataclasses.replace(s, gateway_port=int(m[2]),
+        if int(m[3]) == CONTAINER_GATEWAY_PORT:
+            return s._replace(gateway_port=int(m[2]),
                                        publish_address=m[1] or "0.0.0.0")
     return s

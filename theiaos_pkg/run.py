@@ -13,15 +13,13 @@ controlling terminal. A process of the account could otherwise open
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
-import shlex
-import signal
-import subprocess
 import sys
-import threading
 from collections.abc import Mapping, Sequence
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
+
+if TYPE_CHECKING:
+    import subprocess
 
 from .errors import CommandError
 
@@ -32,12 +30,13 @@ DEBUG = False
 
 def _trace(argv: Sequence[str], as_user: Identity | None) -> None:
     if DEBUG:
+        import shlex
+
         who = f"[{as_user.name}] " if as_user else ""
         print(f"+ {who}{shlex.join(argv)}", file=sys.stderr, flush=True)
 
 
-@dataclasses.dataclass(frozen=True)
-class Identity:
+class Identity(NamedTuple):
     """Who a program runs as: the service account, with its home and runtime dir."""
 
     name: str
@@ -95,6 +94,8 @@ def _popen_args(argv: Sequence[str], as_user: Identity | None,
 
 
 def _failed(argv: Sequence[str], code: int, stderr: str, stdout: str = "") -> CommandError:
+    import shlex
+
     detail = (stderr or stdout or "").strip().splitlines()
     why = detail[-1] if detail else f"exit status {code}"
     return CommandError(f"{shlex.join(argv)} failed: {why}")
@@ -107,6 +108,7 @@ def run(
     check: bool = True,
     input: str | None = None,
     feed: BinaryIO | None = None,
+    relay: BinaryIO | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float | None = 300,
 ) -> subprocess.CompletedProcess[str]:
@@ -114,8 +116,12 @@ def run(
     CommandError with its stderr.
 
     Its standard input is /dev/null, ``input`` (text), or what root reads from ``feed``
-    and copies through a pipe: a child never holds one of root's descriptors.
+    and copies through a pipe: a child never holds one of root's descriptors. With
+    ``relay``, its stderr (Podman's progress) is also copied there as it comes.
     """
+    import shlex
+    import subprocess
+
     _trace(argv, as_user)
     try:
         proc = subprocess.Popen(
@@ -126,11 +132,14 @@ def run(
         raise CommandError(f"{argv[0]}: command not found") from None
     with proc:
         try:
-            if feed is None:
+            if feed is None and relay is None:
                 out, err = proc.communicate(input.encode() if input is not None else None,
                                             timeout=timeout)
             else:
-                out, err = _feed(proc, feed, timeout)
+                import io
+
+                source = feed if feed is not None or input is None else io.BytesIO(input.encode())
+                out, err = _feed(proc, source, timeout, relay)
         except subprocess.TimeoutExpired:
             _kill(proc)
             raise CommandError(f"{shlex.join(argv)}: no result after {timeout:.0f} s") from None
@@ -145,28 +154,39 @@ def run(
     return result
 
 
-def _feed(proc: subprocess.Popen[bytes], feed: BinaryIO,
-          timeout: float | None) -> tuple[bytes, bytes]:
+def _feed(proc: subprocess.Popen[bytes], feed: BinaryIO | None, timeout: float | None,
+          relay: BinaryIO | None = None) -> tuple[bytes, bytes]:
     """Copy ``feed`` into the child's stdin (root reads; the child only gets a pipe)
-    while threads collect its output; (stdout, stderr)."""
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    while threads collect its output (and relay its stderr); (stdout, stderr)."""
+    import threading
+
+    assert proc.stdout is not None and proc.stderr is not None
     got: dict[int, bytes] = {}
 
     def drain(key: int, pipe: BinaryIO) -> None:
-        got[key] = pipe.read()
+        chunks = []
+        while chunk := os.read(pipe.fileno(), 1 << 16):
+            chunks.append(chunk)
+            if key == 1 and relay is not None:
+                with contextlib.suppress(OSError):
+                    relay.write(chunk)
+                    relay.flush()
+        got[key] = b"".join(chunks)
 
     readers = [threading.Thread(target=drain, args=(i, pipe), daemon=True)
                for i, pipe in enumerate((proc.stdout, proc.stderr))]
     for t in readers:
         t.start()
-    try:
-        while chunk := feed.read(1 << 16):
-            proc.stdin.write(chunk)
-    except BrokenPipeError:
-        pass  # the child stopped reading: its exit status and stderr say why
-    finally:
-        with contextlib.suppress(BrokenPipeError):
-            proc.stdin.close()
+    if feed is not None:
+        assert proc.stdin is not None
+        try:
+            while chunk := feed.read(1 << 16):
+                proc.stdin.write(chunk)
+        except BrokenPipeError:
+            pass  # the child stopped reading: its exit status and stderr say why
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()
     proc.wait(timeout)
     for t in readers:
         t.join()
@@ -175,6 +195,8 @@ def _feed(proc: subprocess.Popen[bytes], feed: BinaryIO,
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL the child's whole session (it was started in a new one), then reap it."""
+    import signal
+
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -190,6 +212,8 @@ def stream(
     """Run ``argv`` and relay its output (stdout and stderr merged) to ``out`` as it
     comes, for progress and logs; its exit status. The child writes to a pipe, never to
     root's terminal."""
+    import subprocess
+
     _trace(argv, as_user)
     sink = out if out is not None else sys.stdout.buffer
     try:

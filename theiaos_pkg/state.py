@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from . import files
 from .files import Perm
@@ -26,26 +25,28 @@ LINGER_MARKER = "linger-enabled-by-package"
 LINGER_DIR_MARKER = "linger-dir-created-by-package"
 PENDING = "restart-pending"
 AUTO_UPDATE_MARKER = "auto-update-enabled-by-package"
+UNIT_RENDER = "unit-rendered"  # quadlet.render_key of the unit on disk, and its digest
+PODMAN_VERSION = "podman-version"  # the version of /usr/bin/podman, by its inode and mtime
 CHOICES = "setup.env"
 _MINE = Perm(0, 0, 0o644)
 
 
-def path(name: str) -> Path:
-    return DIR / name
+def path(name: str) -> str:
+    return os.path.join(DIR, name)
 
 
 def write(name: str, text: str) -> bool:
-    files.ensure_dir(str(DIR), Perm(0, 0, 0o755), parents=Perm(0, 0, 0o755))
-    return files.write_bytes(str(path(name)), text.encode(), _MINE)
+    files.ensure_dir(os.fspath(DIR), Perm(0, 0, 0o755), parents=Perm(0, 0, 0o755))
+    return files.write_bytes(path(name), text.encode(), _MINE)
 
 
 def read(name: str) -> str | None:
-    raw = files.read_bytes(str(path(name)), files.ROOT, files.SMALL)
+    raw = files.read_bytes(path(name), files.ROOT, files.SMALL)
     return raw.decode("utf-8", "replace") if raw is not None else None
 
 
 def clear(name: str) -> bool:
-    return files.remove(str(path(name)))
+    return files.remove(path(name))
 
 
 def pending() -> str | None:

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
 import json
-from typing import Any
+import os
+from typing import Any, NamedTuple
 
-from . import account, bus, container, health, podman, state
+from . import account, bus, container, files, health, podman, podstore, state
 from .errors import BusError, CommandError
 from .settings import UNIT, Settings
 
 EXIT_RUNNING, EXIT_NOT_RUNNING, EXIT_UNKNOWN = 0, 3, 4
 
 
-@dataclasses.dataclass(frozen=True)
-class Status:
+class Status(NamedTuple):
     installed: bool
     user: str
     uid: int | None
@@ -60,7 +58,7 @@ class Status:
         return EXIT_RUNNING if self.unit_active == "active" and self.healthy else EXIT_NOT_RUNNING
 
     def as_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        d = self._asdict()
         d["ports"] = list(self.ports)
         d["since"] = _iso(self.since_usec)
         d["exit_code"] = self.exit_code
@@ -69,6 +67,8 @@ class Status:
 
 
 def _iso(usec: int) -> str | None:
+    import datetime
+
     if not usec:
         return None
     return datetime.datetime.fromtimestamp(usec / 1e6, datetime.timezone.utc).isoformat(
@@ -85,7 +85,9 @@ def collect(s: Settings, etc: str = "/etc") -> Status:
         "installed": True, "user": acct.name, "uid": acct.uid, "url": s.url,
         "config_dir": s.config_dir, "token_file": s.env_file, "image": s.image,
         "ports": tuple(p.spec() for p in sp.ports),
-        "linger": bus.linger_enabled(acct.uid),
+        # logind's Linger is this file (read at boot and by loginctl): no bus round trip
+        "linger": files.lstat(f"{os.path.dirname(etc)}/var/lib/systemd/linger/{acct.name}")
+        is not None,
         "mode": "service" if s.quadlet else "manual",
         "unit_file": _unit_file(s) if s.quadlet else "",
         "pending": state.pending() or "",
@@ -99,7 +101,7 @@ def collect(s: Settings, etc: str = "/etc") -> Status:
                           unit_sub=st.sub, since_usec=st.since_usec)
         except BusError:
             fields.update(unit_active="inactive", unit_sub="user manager not running")
-    fast = podman.fast_state(who, UNIT.removesuffix(".service"), s.image) \
+    fast = podstore.unit_state(who, UNIT.removesuffix(".service"), s.image) \
         if fields.get("unit_active") == "active" else None
     if fast is not None:
         fields["container_health"], fields["image_id"], fields["failing_since"] = fast
@@ -114,7 +116,7 @@ def collect(s: Settings, etc: str = "/etc") -> Status:
         if info is not None:
             hc = state_.get("Health") or state_.get("Healthcheck") or None
             if hc:
-                fields["container_health"], fields["failing_since"] = podman.health_summary(hc)
+                fields["container_health"], fields["failing_since"] = podstore.health_summary(hc)
             else:
                 fields["container_health"] = state_.get("Status", "unknown")
         if not s.quadlet:

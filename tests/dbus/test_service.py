@@ -130,7 +130,8 @@ def test_status_collects_from_the_buses(user_bus: dbus.Interface, unit: dbus.Int
     assert (st.installed, st.unit_active, st.healthy, st.linger) == (True, "inactive", True, False)
     assert st.exit_code == status.EXIT_NOT_RUNNING
     _set_unit(unit, ActiveState="active", SubState="running")
-    bus.enable_linger(UID)
+    (tmp_path / "var/lib/systemd/linger").mkdir(parents=True)
+    (tmp_path / "var/lib/systemd/linger/theiaos").touch()  # what logind reads and writes
     st = status.collect(s, etc=str(etc))
     assert (st.unit_active, st.unit_sub, st.linger, st.exit_code) == ("active", "running", True, 0)
     text = status.format_text(st)

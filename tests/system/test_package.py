@@ -36,7 +36,7 @@ def test_subids_in_both_files_overlapping_nobody(installed: Installed) -> None:
     for name in ("subuid", "subgid"):
         ranges = subids.parse(installed.path(f"/etc/{name}").read_text())
         mine = [r for r in ranges if r.owner == "theiaos"]
-        assert len(mine) == 1 and mine[0].count == 65536, ranges
+        assert len(mine) == 1 and mine[0].size == 65536, ranges
         assert not any(mine[0].overlaps(r) for r in ranges if r.owner != "theiaos")
     out = installed.lab.run("getsubids", "theiaos").stdout
     assert "theiaos" in out
@@ -118,6 +118,19 @@ def test_second_configure_changes_and_restarts_nothing(installed: Installed) -> 
     assert len(states) == 8 and {st for _step, st in states} == {"unchanged"}, proc.stdout
     assert "Setup complete" in proc.stdout
     assert snapshot() == before
+
+
+def test_a_setup_that_changes_nothing_writes_and_restarts_nothing(installed: Installed) -> None:
+    """Every file setup could touch keeps its content and mtime; the same container runs."""
+    from . import trust
+
+    lab = installed.lab
+    trust.install_snapshot(lab)
+    lab.run("theiaosctl", "setup", timeout=400)
+    before, running = trust.host(lab), trust.gateway(lab)
+    proc = lab.run("theiaosctl", "setup", timeout=400)
+    assert "Setup complete" in proc.stdout
+    assert trust.diff(before, trust.host(lab)) == [] and trust.gateway(lab) == running
 
 
 def test_stop_then_start(installed: Installed) -> None:
