@@ -7,9 +7,9 @@ would fail later. ``apply`` creates the account and its home as planned.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import stat
+from typing import NamedTuple
 
 from . import files, logindefs
 from .errors import AccountError
@@ -19,8 +19,7 @@ from .run import Identity, run
 NOLOGIN = ("/usr/sbin/nologin", "/sbin/nologin", "/usr/bin/false", "/bin/false")
 
 
-@dataclasses.dataclass(frozen=True)
-class Account:
+class Account(NamedTuple):
     name: str
     uid: int
     gid: int
@@ -98,8 +97,7 @@ def problems(acct: Account, home: str, defs: logindefs.LoginDefs) -> list[str]:
     return out
 
 
-@dataclasses.dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     name: str
     home: str
     existing: Account | None  # None: create it

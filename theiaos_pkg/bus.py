@@ -9,11 +9,12 @@ Every D-Bus error is turned into a BusError naming what failed.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import importlib.util
 import os
+import sys
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import BusError
 
@@ -21,6 +22,83 @@ SYSTEMD = b"org.freedesktop.systemd1"
 SYSTEMD_PATH = b"/org/freedesktop/systemd1"
 LOGIN1 = b"org.freedesktop.login1"
 LOGIN1_PATH = b"/org/freedesktop/login1"
+
+
+def _pystemd() -> tuple[Any, Any]:
+    """(pystemd.dbuslib, pystemd.dbusexc) at the cost of the binding itself, which is most
+    of what `theiaosctl status` spends beyond Python's own start:
+
+    - without pystemd's package __init__, which loads its high-level object layer and with
+      it lxml (for introspection), which nothing here needs: we only make calls whose
+      signatures we know. Python's import machinery creates the package module from its
+      spec without executing it; the submodules then import as usual.
+    - with two of the binding's own imports stood in for while it loads: ``pprint``
+      (which loads dataclasses and inspect, about 20 ms; the binding formats one error
+      message with it) and ``pystemd.utils`` (pathlib, shlex, typing, about 10 ms; the
+      binding takes one function from it). See _binding().
+
+    When something already imported pystemd in full, that is used."""
+    if "pystemd" not in sys.modules:
+        spec = importlib.util.find_spec("pystemd")
+        if spec is None:
+            raise BusError("python3-pystemd is not installed", "apt install python3-pystemd")
+        sys.modules["pystemd"] = importlib.util.module_from_spec(spec)
+    if "pystemd.dbuslib" not in sys.modules:
+        _binding()
+    import pystemd.dbusexc
+    import pystemd.dbuslib
+
+    return pystemd.dbuslib, pystemd.dbusexc
+
+
+def _pformat(obj: object, *args: Any, **kwargs: Any) -> str:
+    import pprint  # the real one: the stand-in left sys.modules once the binding loaded
+
+    return pprint.pformat(obj, *args, **kwargs)
+
+
+def _x2char_star(what: Any, convert_all: bool = False) -> Any:
+    """pystemd.utils.x2char_star: what the binding passes to libsystemd as char*."""
+    if isinstance(what, bytes):
+        return what
+    if isinstance(what, str):
+        return what.encode()
+    if isinstance(what, os.PathLike):
+        return os.fsencode(what)
+    if convert_all:
+        return str(what).lower().encode() if isinstance(what, bool) else repr(what).encode()
+    return what
+
+
+def _binding() -> None:
+    """Import pystemd.dbuslib with stand-ins for ``pprint.pformat`` (which imports the real
+    pprint when first called) and ``pystemd.utils.x2char_star`` (the same function)
+    in sys.modules while it loads; they leave sys.modules afterwards, so every other
+    importer gets the real modules. A pystemd whose binding wants more than these two
+    names fails to import with them: it is then loaded as it is, only slower."""
+    import types
+
+    stand_ins = {}
+    if "pprint" not in sys.modules:
+        stand_ins["pprint"] = types.ModuleType("pprint")
+        stand_ins["pprint"].pformat = _pformat  # type: ignore[attr-defined]
+    if "pystemd.utils" not in sys.modules:
+        stand_ins["pystemd.utils"] = types.ModuleType("pystemd.utils")
+        stand_ins["pystemd.utils"].x2char_star = _x2char_star  # type: ignore[attr-defined]
+    sys.modules.update(stand_ins)
+    try:
+        import pystemd.dbuslib  # noqa: F401
+    except ImportError:
+        sys.modules.pop("pystemd.dbuslib", None)
+    finally:
+        for name, module in stand_ins.items():
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
+
+
+def _dbus_error() -> type[Exception]:
+    err: type[Exception] = _pystemd()[1].DBusBaseError
+    return err
 
 
 def systemd_running() -> bool:
@@ -34,11 +112,9 @@ def _text(value: Any) -> str:
 
 @contextlib.contextmanager
 def _errors(what: str) -> Iterator[None]:
-    from pystemd.dbusexc import DBusBaseError
-
     try:
         yield
-    except DBusBaseError as exc:
+    except _dbus_error() as exc:
         raise BusError(f"{what}: {_describe(exc)}") from None
 
 
@@ -64,8 +140,7 @@ def _call(bus: Any, dest: bytes, path: bytes, iface: bytes, method: bytes,
           signature: bytes = b"", *args: Any) -> Any:
     """A method call with a known signature: no introspection round trip and XML parse
     (pystemd's objects introspect first, which costs `theiaosctl status` its speed)."""
-    from pystemd.dbuslib import apply_signature
-
+    apply_signature = _pystemd()[0].apply_signature
     return bus.call_method(dest, path, iface, method, apply_signature(signature, list(args))).body
 
 
@@ -84,19 +159,15 @@ _SD_JOB = b"org.freedesktop.systemd1.Job"
 
 
 def _system_bus() -> Any:
-    from pystemd.dbuslib import DBus
-
-    return DBus()
+    return _pystemd()[0].DBus()
 
 
 def linger_enabled(uid: int) -> bool:
     """logind's Linger for ``uid`` (False when logind knows no such user)."""
-    from pystemd.dbusexc import DBusBaseError
-
     with _open(_system_bus(), "connect to the system bus") as bus:
         try:
             path = _call(bus, LOGIN1, LOGIN1_PATH, _LOGIN_MANAGER, b"GetUser", b"u", uid)
-        except DBusBaseError as exc:
+        except _dbus_error() as exc:
             if getattr(exc, "err_name", None) == b"org.freedesktop.login1.NoSuchUser":
                 return False
             raise BusError(f"logind GetUser({uid}): {_describe(exc)}") from None
@@ -145,12 +216,10 @@ def manager_state(uid: int) -> str | None:
     (no socket, connection refused, or it does not answer)."""
     if not os.environ.get(TEST_BUS_ENV) and not os.path.exists(private_socket(uid)):
         return None
-    from pystemd.dbusexc import DBusBaseError
-
     try:
         with UserManager(uid) as mgr:
             return _text(mgr._get(b"SystemState", b"s"))
-    except (BusError, DBusBaseError):
+    except (BusError, _dbus_error()):
         return None
 
 
@@ -179,8 +248,12 @@ def wait_for_user_manager(uid: int, timeout: float = 60.0) -> None:
 # --- the user's systemd manager ---------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class UnitState:
+#: How often a wait asks systemd again: often enough that a command returns within
+#: a few hundredths of a second of what it waits for.
+POLL = 0.02
+
+
+class UnitState(NamedTuple):
     load: str
     active: str
     sub: str
@@ -202,11 +275,11 @@ class UserManager:
         self.address = address or f"unix:path={private_socket(uid)}"
         self.peer_to_peer = peer_to_peer
         self._bus: Any = None
+        self._paths: dict[str, bytes] = {}
 
     def __enter__(self) -> UserManager:
-        from pystemd.dbuslib import DBusAddress
-
-        self._bus = DBusAddress(self.address.encode(), peer_to_peer=self.peer_to_peer)
+        self._bus = _pystemd()[0].DBusAddress(self.address.encode(),
+                                              peer_to_peer=self.peer_to_peer)
         with _errors(f"connect to the user manager of uid {self.uid} ({self.address})"):
             self._bus.open()
         return self
@@ -220,11 +293,18 @@ class UserManager:
     def _get(self, name: bytes, kind: bytes) -> Any:
         return _prop(self._bus, SYSTEMD, SYSTEMD_PATH, _SD_MANAGER, name, kind)
 
+    def _unit(self, unit: str) -> bytes:
+        """The unit's object path (LoadUnit, once per connection: the path follows from
+        the name, and systemd loads the unit again when it is asked through it)."""
+        if unit not in self._paths:
+            self._paths[unit] = self._manager(b"LoadUnit", b"s", unit.encode())
+        return self._paths[unit]
+
     def needs_reload(self, unit: str) -> bool:
         """systemd's NeedDaemonReload: the unit's files (for a Quadlet unit: the
         .container file, its SourcePath) changed since the manager loaded them."""
         with _errors(f"NeedDaemonReload of {unit}"):
-            path = self._manager(b"LoadUnit", b"s", unit.encode())
+            path = self._unit(unit)
             return bool(_prop(self._bus, SYSTEMD, path, _SD_UNIT, b"NeedDaemonReload", b"b"))
 
     def reload(self) -> None:
@@ -233,7 +313,7 @@ class UserManager:
 
     def state(self, unit: str) -> UnitState:
         with _errors(f"state of {unit}"):
-            path = self._manager(b"LoadUnit", b"s", unit.encode())
+            path = self._unit(unit)
 
             def prop(name: bytes, kind: bytes = b"s") -> Any:
                 return _prop(self._bus, SYSTEMD, path, _SD_UNIT, name, kind)
@@ -242,23 +322,26 @@ class UserManager:
                              _text(prop(b"SubState")),
                              int(prop(b"StateChangeTimestamp", b"t")))
 
+    def queue(self, method: str, unit: str) -> bytes:
+        """Queue a start, stop or restart job without waiting; its object path."""
+        with _errors(f"{method} {unit}"):
+            path: bytes = self._manager(method.encode(), b"ss", unit.encode(), b"replace")
+        return path
+
     def _job(self, method: str, unit: str, timeout: float) -> None:
         """Queue a job and wait (bounded) until systemd has finished it, so that the
         state read next is its result, not the state before it."""
-        with _errors(f"{method} {unit}"):
-            path = self._manager(method.encode(), b"ss", unit.encode(), b"replace")
+        path = self.queue(method, unit)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not self._job_pending(path):
+            if not self.job_pending(path):
                 return
-            time.sleep(0.1)
+            time.sleep(POLL)
 
-    def _job_pending(self, path: bytes) -> bool:
-        from pystemd.dbusexc import DBusBaseError
-
+    def job_pending(self, path: bytes) -> bool:
         try:
             return bool(_prop(self._bus, SYSTEMD, path, _SD_JOB, b"State", b"s"))
-        except DBusBaseError:
+        except _dbus_error():
             return False  # the job object is gone: the job is done
 
     def start(self, unit: str, timeout: float = 300) -> None:
@@ -273,7 +356,7 @@ class UserManager:
     def unit_file_state(self, unit: str) -> str:
         """enabled, disabled, generated (a Quadlet unit), static…"""
         with _errors(f"UnitFileState of {unit}"):
-            path = self._manager(b"LoadUnit", b"s", unit.encode())
+            path = self._unit(unit)
             return _text(_prop(self._bus, SYSTEMD, path, _SD_UNIT, b"UnitFileState", b"s"))
 
     def enable(self, unit: str) -> None:
@@ -298,4 +381,4 @@ class UserManager:
             if st.active in want or st.active == "failed" or st.sub == "auto-restart" \
                     or time.monotonic() > deadline:
                 return st
-            time.sleep(0.25)
+            time.sleep(POLL)

@@ -6,21 +6,22 @@ account itself may run the read-only verbs (status, url, doctor, image list).
 
 from __future__ import annotations
 
-import argparse
 import os
 import pwd
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, settings
 from .errors import TheiaosError
 from .settings import UNIT, Settings
 
 if TYPE_CHECKING:
+    import argparse
+
     from .account import Account
 
 # Verbs import what they use when they run: `theiaosctl status` must start fast
-# (bench/status_bench.py), so it loads neither jinja2 nor the setup steps nor doctor.
+# (bench/), so it loads neither jinja2 nor the setup steps nor doctor.
 
 READ_ONLY = {"status", "url", "doctor", "image list"}
 #: Verbs the service account may run on itself (the product doc's launch script).
@@ -112,6 +113,8 @@ def cmd_restart(s: Settings, args: argparse.Namespace) -> int:
 
 
 def _positive(text: str) -> int:
+    import argparse
+
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of lines")
     return int(text)
@@ -249,6 +252,8 @@ def cmd_url(s: Settings, args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    import argparse
+
     p = argparse.ArgumentParser(prog="theiaosctl", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"theiaosctl {__version__}")
     p.add_argument("--debug", action="store_true", help="show commands run and tracebacks")
@@ -316,8 +321,33 @@ def _allowed(verb: str, s: Settings) -> bool:
     return me == s.user and (verb in READ_ONLY or verb in SELF)
 
 
+#: The commands run most, as argparse would parse them: building every verb's parser
+#: costs `theiaosctl status` a tenth of its time. tests/unit/test_cli.py holds them equal.
+QUICK: dict[tuple[str, ...], dict[str, Any]] = {
+    ("status",): {"verb": "status", "json": False, "func": cmd_status},
+    ("status", "--json"): {"verb": "status", "json": True, "func": cmd_status},
+    ("url",): {"verb": "url", "func": cmd_url},
+    ("start",): {"verb": "start", "func": cmd_start},
+    ("stop",): {"verb": "stop", "func": cmd_stop},
+    ("restart",): {"verb": "restart", "func": cmd_restart},
+    ("setup",): {"verb": "setup", "func": cmd_setup, "mode": None, "doc_defaults": False,
+                 "user": None},
+}
+
+
+def _quick(argv: list[str]) -> Any:
+    """A command of QUICK parsed without argparse; None for anything else."""
+    known = QUICK.get(tuple(argv))
+    if known is None:
+        return None
+    from types import SimpleNamespace
+
+    return SimpleNamespace(debug=False, **known)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _quick(argv) or parser().parse_args(argv)
     if args.debug:
         from . import run
 

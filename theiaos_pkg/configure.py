@@ -14,11 +14,11 @@ Each step is idempotent and returns a Step saying what it did.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable
+from typing import NamedTuple
 
-from . import account, bus, data, files, gateway, health, podman, quadlet, service, state, subids, tokens
+from . import account, bus, files, gateway, health, podman, quadlet, service, state, subids, tokens
 from .account import Account
 from .errors import SettingError, TheiaosError, UnsafePathError
 from .files import Perm
@@ -26,8 +26,7 @@ from .run import run
 from .settings import UNIT, Settings
 
 
-@dataclasses.dataclass(frozen=True)
-class Step:
+class Step(NamedTuple):
     name: str
     state: str  # created | changed | unchanged | kept | skipped | missing | started…
     detail: str = ""
@@ -36,10 +35,12 @@ class Step:
         return f"{self.name}: {self.state}" + (f" ({self.detail})" if self.detail else "")
 
 
-@dataclasses.dataclass
 class Outcome:
-    steps: list[Step] = dataclasses.field(default_factory=list)
-    healthy: bool = False
+    """What a run did, step by step (filled in as it goes), and whether the gateway answered."""
+
+    def __init__(self) -> None:
+        self.steps: list[Step] = []
+        self.healthy = False
 
     def changed(self, *names: str) -> bool:
         return any(s.name in names and s.state == "changed" for s in self.steps)
@@ -55,8 +56,7 @@ def _state(changed: bool) -> str:
 # --- 1. preflight ------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class UnitPlan:
+class UnitPlan(NamedTuple):
     """The gateway's unit file of the kind this Podman gets: what to do with it and its
     text; and our files of the other kind (or of both, in manual mode), retired: stopped,
     disabled, removed (after a Podman upgrade past 4.4, or a downgrade)."""
@@ -66,14 +66,14 @@ class UnitPlan:
     text: str = ""
     retire: tuple[quadlet.UnitFile, ...] = ()
     kept: tuple[quadlet.UnitFile, ...] = ()  # edited by an admin: never removed
+    rendered: str = ""  # "KEY DIGEST" (quadlet.render_key) of what was rendered, to remember
 
     @property
     def path(self) -> str:
         return self.unit.path if self.unit else ""
 
 
-@dataclasses.dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     s: Settings
     features: podman.Features
     account: account.Plan
@@ -132,17 +132,19 @@ def _check_ports(s: Settings, ours: frozenset[int]) -> None:
     """Each port must be free, or held by the gateway itself: its sockets (Podman's port
     forwarder, pasta or rootlessport) belong to the account's uid (``ours``), also while
     a restart is half done."""
-    lowest = None
-    for setting, port in (("THEIAOS_PODMAN_GATEWAY_HOST_PORT", s.gateway_port),
-                          ("THEIAOS_PODMAN_BRIDGE_HOST_PORT", s.bridge_port)):
-        if port < (lowest := lowest or _unprivileged_start()):
+    lowest = _unprivileged_start()
+    ports = {"THEIAOS_PODMAN_GATEWAY_HOST_PORT": s.gateway_port,
+             "THEIAOS_PODMAN_BRIDGE_HOST_PORT": s.bridge_port}
+    for setting, port in ports.items():
+        if port < lowest:
             raise SettingError(
                 f"{setting}={port}: rootless Podman cannot publish ports below {lowest}",
                 f"choose a port of {lowest} or more, or lower net.ipv4.ip_unprivileged_port_start")
-        why = health.port_problem(s.publish_address, port, ours)
-        if why:
+    problems = health.port_problems(s.publish_address, list(ports.values()), ours)
+    for setting, port in ports.items():
+        if port in problems:
             raise SettingError(
-                f"{setting}={port}: {why}",
+                f"{setting}={port}: {problems[port]}",
                 f"sudo ss -ltnp 'sport = :{port}' shows who; or choose another port in "
                 "/etc/theiaos/podman.env")
 
@@ -167,7 +169,12 @@ def _plan_unit(s: Settings, features: podman.Features, uid: int | None) -> UnitP
         return UnitPlan(None, "none", retire=tuple(retire), kept=tuple(kept))
     target = quadlet.unit_file(s, want)
     old = texts[want]
+    key = quadlet.render_key(s, features)
+    remembered = state.read(state.UNIT_RENDER) if old is not None else None
+    if old is not None and remembered == f"{key} {quadlet.text_digest(old)}\n":
+        return UnitPlan(target, "unchanged", old, tuple(retire), tuple(kept))
     text = quadlet.render_unit(s, features)
+    rendered = f"{key} {quadlet.text_digest(text)}\n"
     if kept:
         action, text = "none", ""
     elif old == text:
@@ -176,7 +183,7 @@ def _plan_unit(s: Settings, features: podman.Features, uid: int | None) -> UnitP
         action, text = "kept", old
     else:
         action = "write"
-    return UnitPlan(target, action, text, tuple(retire), tuple(kept))
+    return UnitPlan(target, action, text, tuple(retire), tuple(kept), rendered)
 
 
 def preflight(s: Settings, etc: str, features: podman.Features,
@@ -215,7 +222,9 @@ def launch_script_path(s: Settings) -> str:
 
 def write_launch_script(s: Settings, acct: Account) -> Step:
     """The product doc's launch script in the account's home (manual mode, as itself)."""
-    text = data.find(data.LAUNCH_SCRIPT).read_bytes()
+    from . import data
+
+    text = data.read(data.LAUNCH_SCRIPT)
     path = launch_script_path(s)
     return Step("launch-script", _state(files.write_bytes(path, text,
                                                           Perm(acct.uid, acct.gid, 0o755))), path)
@@ -254,6 +263,8 @@ def _apply_unit(p: Plan, acct: Account) -> Step:
     mine = Perm(acct.uid, acct.gid, 0o755)
     files.ensure_dir(u.unit.directory, mine, parents=mine, adopt_below=s.home)
     changed = files.write_bytes(u.path, u.text.encode(), Perm(acct.uid, acct.gid, 0o644))
+    if u.rendered and os.geteuid() == 0:
+        state.write(state.UNIT_RENDER, u.rendered)
     if u.unit.kind == "plain" and not bus.systemd_running():
         _link_install(s, acct, u.unit)
     state_ = "changed" if changed or done else "unchanged"
@@ -295,15 +306,18 @@ def apply(p: Plan, etc: str, out: Outcome, report: Report) -> Account:
 # --- 3. activate -------------------------------------------------------------------------
 
 
+LINGER_DIR = "/var/lib/systemd/linger"
+
+
 def _linger_file(acct: Account) -> None:
     """Without logind to ask (chroot, image build, policy-rc.d): logind reads this file
     at boot, so the gateway starts with the next boot. Where there is no running systemd
     and no directory yet, the package makes it and says so (purge removes it again);
     on a running system it is logind's StateDirectory."""
-    if files.lstat("/var/lib/systemd/linger") is None and not bus.systemd_running():
-        state.write(state.LINGER_DIR_MARKER, "/var/lib/systemd/linger\n")
-    files.ensure_dir("/var/lib/systemd/linger", Perm(0, 0, 0o755), parents=Perm(0, 0, 0o755))
-    linger = f"/var/lib/systemd/linger/{acct.name}"
+    if files.lstat(LINGER_DIR) is None and not bus.systemd_running():
+        state.write(state.LINGER_DIR_MARKER, f"{LINGER_DIR}\n")
+    files.ensure_dir(LINGER_DIR, Perm(0, 0, 0o755), parents=Perm(0, 0, 0o755))
+    linger = f"{LINGER_DIR}/{acct.name}"
     if files.lstat(linger) is None:
         files.write_bytes(linger, b"", Perm(0, 0, 0o644))
         state.write(state.LINGER_MARKER, f"{acct.name}\n")
@@ -318,6 +332,8 @@ def _auto_update_timer(s: Settings, acct: Account) -> Step | None:
     it on and the setting is off."""
     want = s.auto_update != "off"
     ours = state.read(state.AUTO_UPDATE_MARKER) is not None
+    if not want and not ours:
+        return None  # not ours to turn off; nothing to ask systemd
     with bus.UserManager(acct.uid) as mgr:
         on = mgr.unit_file_state(AUTO_UPDATE_TIMER) == "enabled"
         if want and not on:
@@ -342,9 +358,8 @@ def _adopt_linger_dir(acct: Account) -> None:
     if bus.systemd_running() or state.read(state.LINGER_DIR_MARKER) is not None \
             or state.read(state.LINGER_MARKER) is None:
         return
-    if files.lstat("/var/lib/systemd/linger") is not None and \
-            _only_entry("/var/lib/systemd/linger", acct.name):
-        state.write(state.LINGER_DIR_MARKER, "/var/lib/systemd/linger\n")
+    if files.lstat(LINGER_DIR) is not None and _only_entry(LINGER_DIR, acct.name):
+        state.write(state.LINGER_DIR_MARKER, f"{LINGER_DIR}\n")
 
 
 def _only_entry(path: str, name: str) -> bool:
@@ -379,29 +394,42 @@ def activate(s: Settings, acct: Account, out: Outcome, report: Report,
                else "policy-rc.d forbids starting services now")
         add(Step("service", "skipped", f"{why}; lingering takes effect at the next boot"))
         return
-    if bus.enable_linger(acct.uid):
-        state.write(state.LINGER_MARKER, f"{acct.name}\n")
-        add(Step("linger", "changed"))
-    else:
+    # logind's Linger is the existence of this file (logind reads nothing else): with it
+    # there and the manager answering, nothing needs asking (start and a no-op setup).
+    if files.lstat(f"{LINGER_DIR}/{acct.name}") is not None and bus.manager_running(acct.uid):
         add(Step("linger", "unchanged"))
-    bus.wait_for_user_manager(acct.uid)
+    else:
+        if bus.enable_linger(acct.uid):
+            state.write(state.LINGER_MARKER, f"{acct.name}\n")
+            add(Step("linger", "changed"))
+        else:
+            add(Step("linger", "unchanged"))
+        bus.wait_for_user_manager(acct.uid)
     who = acct.identity()
     image_id = podman.image_id(who, s.image)
     if image_id is None:
         add(Step("image", "missing", podman.provide_hint(who, s.image)))
         return
-    running = podman.running_image(who, s.container_name) if service.is_active(acct) else None
-    new_image = running is not None and running != image_id
-    add(Step("image", "changed" if new_image else "unchanged", f"{s.image} {image_id[:12]}"))
-    if tokens.sync_secret(s, acct, features or podman.detect()):
-        add(Step("token-secret", "changed", f"{podman.SECRET} holds the token of {s.env_file}"))
     step = _auto_update_timer(s, acct)
     if step:
         add(step)
-    pending = state.pending()
-    action = service.bring_up(s, acct, reload=pending is not None,
-                              restart=restart or new_image or pending is not None,
-                              timeout=timeout)
+    with bus.UserManager(acct.uid) as mgr:  # one connection from here on
+        active = mgr.state(UNIT).running
+        running = podman.running_image(who, s.container_name) if active else None
+        new_image = running is not None and running != image_id
+        add(Step("image", "changed" if new_image else "unchanged", f"{s.image} {image_id[:12]}"))
+        if tokens.sync_secret(s, acct, features or podman.detect()):
+            add(Step("token-secret", "changed",
+                     f"{podman.SECRET} holds the token of {s.env_file}"))
+        pending = state.pending()
+        # A pending change restarts; it reloads only where systemd says the unit's files
+        # changed since it loaded them (bring_up_with): a needless reload while the user
+        # manager is starting the unit at its own start (just after lingering was turned
+        # on) can leave it "activating" until its start timeout (Podman's readiness
+        # notification lost: seen in 1 of 5 apt installs in the lab).
+        action = service.bring_up_with(mgr, s, acct,
+                                       restart=restart or new_image or pending is not None,
+                                       timeout=timeout)
     state.clear_pending()
     out.healthy = True
     add(Step("service", action, f"{UNIT} answers at {s.url}"))
@@ -461,8 +489,10 @@ def _auto_update_off(s: Settings, acct: Account, report: Report) -> None:
 
 
 def _remove_launch_script(s: Settings, acct: Account, report: Report) -> None:
+    from . import data
+
     script = launch_script_path(s)
-    if files.read_bytes(script, acct.uid, files.SMALL) == data.find(data.LAUNCH_SCRIPT).read_bytes():
+    if files.read_bytes(script, acct.uid, files.SMALL) == data.read(data.LAUNCH_SCRIPT):
         files.remove(script)
         report(f"remove: removed {script}")
 
@@ -474,7 +504,7 @@ def _linger_off(s: Settings, acct: Account, report: Report) -> None:
     if bus.systemd_running():
         bus.disable_linger(acct.uid)
     else:
-        files.remove(f"/var/lib/systemd/linger/{acct.name}")
+        files.remove(f"{LINGER_DIR}/{acct.name}")
     state.clear(state.LINGER_MARKER)
     report(f"remove: lingering turned off for {acct.name} (this package turned it on)")
 

@@ -7,9 +7,8 @@ user namespace, environment and command.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from .settings import (
     CONTAINER_BRIDGE_PORT,
@@ -32,8 +31,7 @@ HEALTH_CMD = json.dumps([
 ONBOARD = ("node", "dist/index.js", "onboard")
 
 
-@dataclasses.dataclass(frozen=True)
-class Volume:
+class Volume(NamedTuple):
     host: str
     container: str
     options: str = "Z"
@@ -42,8 +40,7 @@ class Volume:
         return f"{self.host}:{self.container}:{self.options}"
 
 
-@dataclasses.dataclass(frozen=True)
-class Port:
+class Port(NamedTuple):
     address: str
     host: int
     container: int
@@ -53,8 +50,7 @@ class Port:
         return f"{addr}:{self.host}:{self.container}"
 
 
-@dataclasses.dataclass(frozen=True)
-class Spec:
+class Spec(NamedTuple):
     image: str
     name: str
     environment: tuple[tuple[str, str], ...]
@@ -65,8 +61,7 @@ class Spec:
     health_cmd: str
 
 
-@dataclasses.dataclass(frozen=True)
-class Hardening:
+class Hardening(NamedTuple):
     """What the container may do beyond running the gateway: nothing it does not need.
     No capabilities (the gateway runs as the account's own uid), no privilege gain, a
     read-only root with a tmpfs /tmp (the gateway writes its state dir, which is mounted,

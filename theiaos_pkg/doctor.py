@@ -8,11 +8,11 @@ account (subids, newuidmap), container name in use (container-name), script not 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import stat
 from collections.abc import Callable
+from typing import NamedTuple
 
 from . import account, bus, files, gateway, health, podman, state, subids
 from .account import Account
@@ -20,8 +20,7 @@ from .errors import TheiaosError
 from .settings import UNIT, Settings
 
 
-@dataclasses.dataclass(frozen=True)
-class Check:
+class Check(NamedTuple):
     name: str
     ok: bool
     detail: str
@@ -167,11 +166,12 @@ def _image(s: Settings, acct: Account) -> Check:
 
 
 def _ports(s: Settings, acct: Account) -> Check:
+    problems = health.port_problems(s.publish_address, (s.gateway_port, s.bridge_port),
+                                    frozenset({acct.uid}))
     for name, port in (("THEIAOS_PODMAN_GATEWAY_HOST_PORT", s.gateway_port),
                        ("THEIAOS_PODMAN_BRIDGE_HOST_PORT", s.bridge_port)):
-        why = health.port_problem(s.publish_address, port, frozenset({acct.uid}))
-        if why:
-            return Check("ports", False, why,
+        if port in problems:
+            return Check("ports", False, problems[port],
                          f"sudo ss -ltnp 'sport = :{port}' shows who; or set {name} in "
                          "/etc/theiaos/podman.env and run sudo theiaosctl setup")
     return Check("ports", True, f"{s.gateway_port} and {s.bridge_port} are free or ours")

@@ -14,8 +14,8 @@ behind the admin's back. Messages never quote the token's value.
 
 from __future__ import annotations
 
-import dataclasses
 import re
+from typing import NamedTuple
 
 from .errors import ConfigError
 from .settings import TOKEN_KEY
@@ -25,8 +25,7 @@ _BLANKS = " \t"
 _TOKEN_OK = re.compile(r"[^\s\"'`\\#$]+")
 
 
-@dataclasses.dataclass(frozen=True)
-class Line:
+class Line(NamedTuple):
     number: int
     name: str | None  # None: blank or comment
     value: str | None  # None: no '=' (Podman imports the variable from its environment)

@@ -23,13 +23,13 @@ Also here: shadow's locks and the package's own operation lock.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import fcntl
 import os
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
+from typing import NamedTuple
 
 from .errors import TheiaosError, UnsafePathError
 
@@ -43,8 +43,7 @@ LARGE = 16 * 1024 * 1024    # theiaos.json, /etc/passwd, /etc/group, subuid, Pod
 ROOT = 0
 
 
-@dataclasses.dataclass(frozen=True)
-class Perm:
+class Perm(NamedTuple):
     """Owner and mode a file or directory must have."""
 
     uid: int

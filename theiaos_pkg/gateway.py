@@ -8,12 +8,9 @@ anything is written; ``apply`` writes it. Nothing an admin wrote is dropped: oth
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import json
 import re
-import secrets
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import envfile, files
 from .errors import ConfigError
@@ -25,6 +22,8 @@ CONFIG_LIMIT = files.LARGE
 
 
 def new_token() -> str:
+    import secrets
+
     return secrets.token_hex(32)
 
 
@@ -59,8 +58,7 @@ def config_token(s: Settings, uid: int) -> str | None:
     return token if isinstance(token, str) and token else None
 
 
-@dataclasses.dataclass(frozen=True)
-class Files:
+class Files(NamedTuple):
     """What ``.env`` and ``theiaos.json`` must hold, and which of them change."""
 
     env: bytes
@@ -120,6 +118,8 @@ def merged_config(existing: dict[str, Any] | None, port: int) -> dict[str, Any]:
     with the host-side origins when absent, and re-seeded when it holds only origins
     we seeded for another port (the port setting changed).
     """
+    import copy
+
     cfg = copy.deepcopy(existing) if existing is not None else {}
     gw = cfg.setdefault("gateway", {})
     if not isinstance(gw, dict):

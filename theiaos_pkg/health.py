@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Collection, Sequence
 
 from .settings import Settings
 
@@ -21,8 +22,11 @@ def probe(s: Settings, path: str = "/healthz", timeout: float = 2.0) -> int | No
     host = _host(s)
     request = (f"GET {path} HTTP/1.0\r\nHost: {host}:{s.gateway_port}\r\n"
                "Connection: close\r\n\r\n").encode()
-    try:
-        with socket.create_connection((host, s.gateway_port), timeout=timeout) as sock:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:  # an address, never a name: no getaddrinfo (and the idna codec it loads)
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect((host, s.gateway_port))
             sock.sendall(request)
             head = b""
             while b"\r\n" not in head and len(head) < 4096:
@@ -60,27 +64,32 @@ def port_taken(address: str, port: int) -> str | None:
     return None
 
 
-def listeners(port: int) -> set[int]:
-    """The uids of the sockets listening on TCP ``port`` (any address), from the kernel's
-    /proc/net/tcp and tcp6: who holds a port, without asking the program."""
+def listeners(ports: Collection[int]) -> dict[int, set[int]]:
+    """The uids of the sockets listening on each TCP port of ``ports`` (any address), from
+    the kernel's /proc/net/tcp and tcp6: who holds a port, without asking the program.
+    The kernel builds these tables as they are read (slow on a busy host): read once."""
     from . import files
 
-    uids = set()
+    uids: dict[int, set[int]] = {port: set() for port in ports}
+    wanted = {f"{port:04X}": port for port in ports}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         raw = files.read_bytes(table, files.ROOT, files.LARGE)
         for line in (raw or b"").decode("ascii", "replace").splitlines()[1:]:
             fields = line.split()
-            if len(fields) > 7 and fields[3] == "0A" and fields[1].rsplit(":", 1)[-1] \
-                    == f"{port:04X}" and fields[7].isdigit():
-                uids.add(int(fields[7]))
+            if len(fields) > 7 and fields[3] == "0A" and fields[7].isdigit():
+                port = wanted.get(fields[1].rsplit(":", 1)[-1])
+                if port is not None:
+                    uids[port].add(int(fields[7]))
     return uids
 
 
-def port_problem(address: str, port: int, ours: frozenset[int]) -> str | None:
-    """Why ``port`` cannot be the gateway's, or None: it is free, or every socket on it
-    belongs to a uid in ``ours`` (the account's: Podman's port forwarder runs as it, also
-    while a restart is half done)."""
-    why = port_taken(address, port)
-    if why and ours and listeners(port) <= ours:
-        return None
+def port_problems(address: str, ports: Sequence[int], ours: frozenset[int]) -> dict[int, str]:
+    """Why each of ``ports`` cannot be the gateway's; ports that are free, or whose every
+    listening socket belongs to a uid in ``ours`` (the account's: Podman's port forwarder
+    runs as it, also while a restart is half done), are left out."""
+    why = {port: problem for port in ports if (problem := port_taken(address, port))}
+    if why and ours:
+        held = listeners(why)
+        why = {port: problem for port, problem in why.items()
+               if not held[port] <= ours}
     return why

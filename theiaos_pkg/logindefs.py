@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
+from typing import NamedTuple
 
 from . import files
 
 
-@dataclasses.dataclass(frozen=True)
-class LoginDefs:
+class LoginDefs(NamedTuple):
     uid_min: int = 1000
     sys_uid_max: int = 999
     sub_uid_min: int = 100000

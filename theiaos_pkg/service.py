@@ -31,36 +31,42 @@ def is_active(acct: Account) -> bool:
 def bring_up(s: Settings, acct: Account, *, reload: bool = False, restart: bool = False,
              timeout: float = UP_TIMEOUT) -> str:
     """Start (or restart) the unit and wait, at most ``timeout`` seconds in all, until
-    /healthz answers; what was done.
+    /healthz answers; what was done (see bring_up_with)."""
+    with bus.UserManager(acct.uid) as mgr:
+        return bring_up_with(mgr, s, acct, reload=reload, restart=restart, timeout=timeout)
 
-    Reloads when asked or when systemd says the unit's files changed; restarts when
-    asked (something it reads changed) and when it runs but does not answer.
+
+def bring_up_with(mgr: bus.UserManager, s: Settings, acct: Account, *, reload: bool = False,
+                  restart: bool = False, timeout: float = UP_TIMEOUT) -> str:
+    """bring_up on a connection the caller holds open.
+
+    Reloads when asked, when the unit is not loaded, or when systemd says its files
+    changed since it loaded them (NeedDaemonReload: for a Quadlet unit that includes its
+    .container file, the unit's SourcePath); restarts when asked (something it reads
+    changed) and when it runs but does not answer.
     """
     deadline = time.monotonic() + timeout
-    with bus.UserManager(acct.uid) as mgr:
+    st = mgr.state(UNIT)
+    if reload or st.load != "loaded" or mgr.needs_reload(UNIT):
+        mgr.reload()
         st = mgr.state(UNIT)
-        if reload or st.load != "loaded" or mgr.needs_reload(UNIT):
-            mgr.reload()
-            st = mgr.state(UNIT)
-        if st.load != "loaded":
-            raise _rejected(s, acct, st.load)
-        if mgr.unit_file_state(UNIT) == "disabled":  # the plain unit; a Quadlet's is generated
-            mgr.enable(UNIT)
-            mgr.reload()
-        # An operator's start or restart is no crash loop: reset the failed state and
-        # the start rate limit first (five quick restarts would otherwise be refused).
-        if st.running and (restart or not health.healthy(s)):
-            mgr.reset_failed(UNIT)
-            mgr.restart(UNIT, _left(deadline))
-            action = "restarted"
-        elif not st.running:
-            mgr.reset_failed(UNIT)
-            mgr.start(UNIT, _left(deadline))
-            action = "started"
-        else:
-            action = "unchanged"
-        st = mgr.wait(UNIT, ("active",), _left(deadline))
-        up, st = _wait_up(mgr, s, st, deadline)
+    if st.load != "loaded":
+        raise _rejected(s, acct, st.load)
+    if mgr.unit_file_state(UNIT) == "disabled":  # the plain unit; a Quadlet's is generated
+        mgr.enable(UNIT)
+        mgr.reload()
+    # An operator's start or restart is no crash loop: reset the failed state and
+    # the start rate limit first (five quick restarts would otherwise be refused).
+    job = None
+    if st.running and (restart or not health.healthy(s)):
+        mgr.reset_failed(UNIT)
+        job, action = mgr.queue("RestartUnit", UNIT), "restarted"
+    elif not st.running:
+        mgr.reset_failed(UNIT)
+        job, action = mgr.queue("StartUnit", UNIT), "started"
+    else:
+        action = "unchanged"
+    up, st = _wait_up(mgr, s, job, restarting=action == "restarted", deadline=deadline)
     if not up:
         raise GatewayError(
             f"{UNIT} is {st.active} ({st.sub}) and {s.url}healthz does not answer"
@@ -88,20 +94,36 @@ def _left(deadline: float) -> float:
     return max(0.0, deadline - time.monotonic())
 
 
-def _wait_up(mgr: bus.UserManager, s: Settings, st: bus.UnitState,
+#: How often a wait for the gateway asks it (one local HTTP request), and how often
+#: systemd (five calls), whose state only decides when to give up.
+PROBE = 0.01
+ASK_SYSTEMD = 0.1
+
+
+def _wait_up(mgr: bus.UserManager, s: Settings, job: bytes | None, restarting: bool,
              deadline: float) -> tuple[bool, bus.UnitState]:
-    """Wait until /healthz answers; give up at once when the unit failed or is between
-    restarts (the gateway exited: a refused config exits at once and systemd restarts it,
-    so ActiveState alone can read "active" while nothing answers)."""
+    """Wait until /healthz answers, asking it every PROBE seconds: return as soon as it
+    does (with Notify=healthy systemd declares the unit active a moment later, when
+    Podman's own check has passed). During a restart the answer counts once the unit is
+    seen starting again (or the job is done), so that it is the new container's. Give
+    up at once when the job is done and the unit failed or waits to be restarted (the
+    gateway exited: a refused config exits at once, so ActiveState alone could read
+    "active" while nothing answers)."""
+    fresh = not restarting  # a restart: the old container answers until it is stopped
+    asked = 0.0
     while True:
-        if st.active == "failed" or st.sub == "auto-restart":
-            return False, st
-        if health.healthy(s):
+        if not fresh or time.monotonic() - asked >= ASK_SYSTEMD:
+            st = mgr.state(UNIT)
+            pending = job is not None and mgr.job_pending(job)
+            fresh = fresh or st.active == "activating" or not pending
+            asked = time.monotonic()
+            if not pending and (st.active in ("failed", "inactive") or st.sub == "auto-restart"):
+                return False, st
+        if fresh and health.healthy(s):
             return True, st
         if time.monotonic() > deadline:
             return False, st
-        time.sleep(0.2)
-        st = mgr.state(UNIT)
+        time.sleep(PROBE)
 
 
 def stop(acct: Account) -> bus.UnitState | None:

@@ -10,22 +10,18 @@ Sources, later wins: the defaults, the admin file ``/etc/theiaos/podman.env``
 
 from __future__ import annotations
 
-import dataclasses
-import io
-import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import SettingError
 
-ADMIN_FILE = Path("/etc/theiaos/podman.env")
+ADMIN_FILE = "/etc/theiaos/podman.env"
 #: The package's own state (removed on purge).
-STATE_DIR = Path("/var/lib/theiaos-podman")
+STATE_DIR = "/var/lib/theiaos-podman"
 #: What `theiaosctl setup --quadlet|--container|--user NAME` chose, kept across upgrades.
-CHOICES_FILE = STATE_DIR / "setup.env"  # state.path(state.CHOICES)
+CHOICES_FILE = f"{STATE_DIR}/setup.env"  # state.path(state.CHOICES)
 CHOICE_KEYS = ("THEIAOS_PODMAN_QUADLET", "THEIAOS_PODMAN_ACCOUNT", "THEIAOS_PODMAN_USER",
                "THEIAOS_PODMAN_HOME")
 
@@ -113,6 +109,14 @@ def _image(value: str) -> str:
 
 
 def _address(value: str) -> str:
+    octets = value.split(".")
+    if value.isascii() and len(octets) == 4 and all(
+            o.isdigit() and int(o) <= 255 and (o == "0" or o[0] != "0") for o in octets):
+        if 224 <= int(octets[0]) <= 239:
+            raise ValueError("is a multicast address")
+        return value  # IPv4 as ipaddress would write it (it costs every command 1 ms)
+    import ipaddress
+
     if "%" in value:
         raise ValueError("has a zone id (%…); Podman publishes on an address without one")
     try:
@@ -173,8 +177,7 @@ def _auto_update(value: str) -> str:
     return value
 
 
-@dataclasses.dataclass(frozen=True)
-class Setting:
+class Setting(NamedTuple):
     attr: str
     env: str
     default: Callable[[Mapping[str, Any]], str]
@@ -232,8 +235,7 @@ TABLE: tuple[Setting, ...] = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     account_kind: str
     user: str
     home: str
@@ -287,7 +289,7 @@ class Settings:
         return f"http://{host}:{self.gateway_port}/"
 
 
-def _root_text(path: Path) -> str | None:
+def _root_text(path: str | os.PathLike[str]) -> str | None:
     """A root-owned settings file through the file door (no FIFO, no symlink of
     another owner, size-capped); None when it is absent."""
     from . import files
@@ -301,12 +303,14 @@ def _root_text(path: Path) -> str | None:
         raise SettingError(f"{path}: not UTF-8 text", f"fix {path}") from None
 
 
-def parse_admin(text: str, path: Path = ADMIN_FILE) -> dict[str, str]:
+def parse_admin(text: str, path: str | os.PathLike[str] = ADMIN_FILE) -> dict[str, str]:
     """The admin file's assignments (parsed with python-dotenv, never executed). A line
     the parser cannot read, a setting without a value or an unknown setting is an error
     naming the file and line: never ignored, never a fallback to the defaults."""
     if not any(ln.strip() and not ln.lstrip().startswith("#") for ln in text.splitlines()):
         return {}  # all commented out (as shipped): no need to load the parser
+    import io
+
     from dotenv.parser import parse_stream
 
     known = {s.env for s in TABLE}
@@ -329,13 +333,13 @@ def parse_admin(text: str, path: Path = ADMIN_FILE) -> dict[str, str]:
     return out
 
 
-def read_admin_file(path: Path = ADMIN_FILE) -> dict[str, str]:
+def read_admin_file(path: str | os.PathLike[str] = ADMIN_FILE) -> dict[str, str]:
     """The admin file's settings; {} when it is absent."""
     text = _root_text(path)
     return parse_admin(text, path) if text is not None else {}
 
 
-def read_choices(path: Path | None = None) -> dict[str, str]:
+def read_choices(path: str | os.PathLike[str] | None = None) -> dict[str, str]:
     """What `theiaosctl setup` flags chose (KEY=VALUE lines we wrote); {} if nothing."""
     if path is None:
         from . import state
@@ -345,7 +349,7 @@ def read_choices(path: Path | None = None) -> dict[str, str]:
     return parse_choices(text, path) if text is not None else {}
 
 
-def parse_choices(text: str, path: Path = CHOICES_FILE) -> dict[str, str]:
+def parse_choices(text: str, path: str | os.PathLike[str] = CHOICES_FILE) -> dict[str, str]:
     out = {}
     for line in text.splitlines():
         key, sep, value = line.partition("=")

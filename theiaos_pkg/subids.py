@@ -8,7 +8,8 @@ overlapped.
 
 from __future__ import annotations
 
-import dataclasses
+import re
+from typing import NamedTuple
 
 from . import files, logindefs
 from .errors import SubidError
@@ -17,61 +18,76 @@ from .files import Perm
 COUNT = 65536
 
 
-@dataclasses.dataclass(frozen=True)
-class Range:
+class Range(NamedTuple):
+    """One line of /etc/subuid or /etc/subgid."""
+
     owner: str
     start: int
-    count: int
+    size: int  # the file's count (not `count`: a tuple has a method of that name)
 
     @property
     def end(self) -> int:
         """One past the last id."""
-        return self.start + self.count
+        return self.start + self.size
 
     def overlaps(self, other: Range) -> bool:
         return self.start < other.end and other.start < self.end
 
     def line(self) -> str:
-        return f"{self.owner}:{self.start}:{self.count}\n"
+        return f"{self.owner}:{self.start}:{self.size}\n"
+
+
+Span = tuple[int, int]  # [start, end) of another owner's range: all the allocator needs
+
+
+# owner:start:count as shadow reads it (spaces around the line ignored; a comment, a
+# count of 0 or anything else is no range). One regular expression over the whole file:
+# a file of 60,000 owners is planned within bench P4's tenth of a second or so.
+_ROW = re.compile(r"^[^\S\n]*((?:[^:\n#\s][^:\n]*)?):([0-9]+):(0*[1-9][0-9]*)[^\S\n]*$", re.M)
+
+
+def _rows(text: str) -> list[tuple[str, str, str]]:
+    """(owner, start, count) of every range line; comments and malformed lines skipped."""
+    return _ROW.findall(text)
 
 
 def parse(text: str) -> list[Range]:
     """The ranges of a subuid/subgid file; comments and malformed lines are skipped."""
-    out = []
-    for line in text.splitlines():
-        fields = line.strip().split(":")
-        if len(fields) != 3 or line.lstrip().startswith("#"):
-            continue
-        owner, start, count = fields
-        if start.isdigit() and count.isdigit() and int(count) > 0:
-            out.append(Range(owner, int(start), int(count)))
-    return out
+    return [Range(o, int(s), int(c)) for o, s, c in _rows(text)]
 
 
-def _usable(mine: list[Range], others: list[Range]) -> bool:
-    return sum(r.count for r in mine) >= COUNT and not any(
-        m.overlaps(o) for m in mine for o in others
+def _split(text: str, names: tuple[str, ...]) -> tuple[list[Range], list[Span]]:
+    """The account's ranges, and everyone else's as spans (no object per line)."""
+    rows = _rows(text)
+    mine = [Range(o, int(s), int(c)) for o, s, c in rows if o in names]
+    others = [(start, start + int(c)) for o, s, c in rows if o not in names
+              for start in (int(s),)]
+    return mine, others
+
+
+def _usable(mine: list[Range], others: list[Span]) -> bool:
+    return sum(r.size for r in mine) >= COUNT and not any(
+        m.start < end and start < m.end for m in mine for start, end in others
     )
 
 
-def _free(start: int, taken: list[Range]) -> bool:
-    probe = Range("", start, COUNT)
-    return not any(probe.overlaps(r) for r in taken)
+def _free(start: int, taken: list[Span]) -> bool:
+    stop = start + COUNT
+    return not any(start < end and begin < stop for begin, end in taken)
 
 
-def _first_free(taken: list[Range], lo: int, hi: int) -> int | None:
+def _first_free(taken: list[Span], lo: int, hi: int) -> int | None:
     candidate = lo
-    for r in sorted(taken, key=lambda r: r.start):
-        if r.end <= candidate:
+    for start, end in sorted(taken):
+        if end <= candidate:
             continue
-        if candidate + COUNT <= r.start:
+        if candidate + COUNT <= start:
             break
-        candidate = r.end
+        candidate = end
     return candidate if candidate + COUNT - 1 <= hi else None
 
 
-@dataclasses.dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     """What to write: the new text of each file, or None where it stays as it is."""
 
     subuid: str | None
@@ -87,11 +103,8 @@ def plan(names: tuple[str, ...], uid_text: str, gid_text: str,
     The new range is written by name (numeric owners break Podman 4).
     """
     name = names[0]
-    uids, gids = parse(uid_text), parse(gid_text)
-    mine_u = [r for r in uids if r.owner in names]
-    mine_g = [r for r in gids if r.owner in names]
-    others_u = [r for r in uids if r.owner not in names]
-    others_g = [r for r in gids if r.owner not in names]
+    mine_u, others_u = _split(uid_text, names)
+    mine_g, others_g = _split(gid_text, names)
     ok_u, ok_g = _usable(mine_u, others_u), _usable(mine_g, others_g)
     if ok_u and ok_g:
         return Plan(None, None, mine_u[0])
@@ -102,12 +115,12 @@ def plan(names: tuple[str, ...], uid_text: str, gid_text: str,
     if ok_u != ok_g:
         kept, taken = (mine_u, others_g) if ok_u else (mine_g, others_u)
         r = kept[0]
-        if len(kept) == 1 and r.count == COUNT and lo <= r.start and r.end - 1 <= hi \
+        if len(kept) == 1 and r.size == COUNT and lo <= r.start and r.end - 1 <= hi \
                 and _free(r.start, taken):
             start = r.start
     if start is None:
-        taken = others_u + others_g + (mine_u if ok_u else []) + (mine_g if ok_g else [])
-        start = _first_free(taken, lo, hi)
+        kept_spans = [(r.start, r.end) for r in (mine_u if ok_u else []) + (mine_g if ok_g else [])]
+        start = _first_free(others_u + others_g + kept_spans, lo, hi)
     if start is None:
         raise SubidError(
             f"no free range of {COUNT} subordinate ids between {lo} and {hi} "
@@ -124,11 +137,12 @@ def plan(names: tuple[str, ...], uid_text: str, gid_text: str,
 
 def _rewrite(text: str, names: tuple[str, ...], new: Range) -> str:
     """``text`` without the account's unusable lines, plus ``new``."""
-    kept = [
-        line for line in text.splitlines(keepends=True)
-        if line.strip().split(":")[0] not in names or line.lstrip().startswith("#")
-    ]
-    body = "".join(kept)
+    owner = re.compile(r"^[ \t]*(" + "|".join(map(re.escape, names)) + r")[ \t]*:", re.M)
+    if not any(name in text for name in names) or not owner.search(text):
+        body = text  # nothing of the account's to drop (the usual case: a new account)
+    else:
+        body = "".join(line for line in text.splitlines(keepends=True)
+                       if line.strip().split(":")[0] not in names or line.lstrip().startswith("#"))
     if body and not body.endswith("\n"):
         body += "\n"
     return body + new.line()

@@ -229,3 +229,17 @@ def test_the_service_account_may_read_but_not_change(installed: Installed) -> No
                    "theiaosctl", "status", check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip() == "theiaosctl: status needs root; run: sudo theiaosctl status"
+
+
+def test_status_loads_neither_lxml_nor_pystemds_object_layer(installed: Installed) -> None:
+    """status must start fast: pystemd's low-level binding only (bus._pystemd), no
+    introspection layer (lxml), no templates, no podman process, and neither dataclasses
+    nor pprint (with inspect, a third of the time systemctl needs in all)."""
+    proc = installed.lab.run("python3", "-X", "importtime", "/usr/bin/theiaosctl", "status")
+    modules = {ln.rsplit("|", 1)[-1].strip() for ln in proc.stderr.splitlines()
+               if ln.startswith("import time:")}
+    assert "pystemd.dbuslib" in modules, sorted(modules)
+    heavy = {m for m in modules if m.split(".")[0] in ("lxml", "jinja2", "dotenv")
+             or m in ("pystemd.base", "pystemd.systemd1", "pystemd.utils", "dataclasses",
+                      "pprint", "inspect")}
+    assert heavy == set(), heavy

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from theiaos_pkg import cli, container, doctor, podman, settings
+from theiaos_pkg import cli, container, doctor, podman, podstore, settings
 
 
 def parse(*argv: str) -> object:
@@ -35,6 +35,16 @@ def test_arguments() -> None:
     assert (a.action, a.show) == ("rotate", True)
     a = parse("image", "load", "-")
     assert (a.action, a.source) == ("load", "-")
+
+
+@pytest.mark.parametrize("argv", sorted(cli.QUICK))
+def test_the_quick_path_parses_as_argparse_does(argv: tuple[str, ...]) -> None:
+    assert vars(cli._quick(list(argv))) == vars(parse(*argv))
+
+
+def test_anything_else_goes_to_argparse() -> None:
+    for argv in (["status", "--jsn"], ["setup", "--user", "x"], ["start", "now"], []):
+        assert cli._quick(argv) is None
 
 
 @pytest.mark.parametrize("argv", [
@@ -143,6 +153,6 @@ def test_status_tells_running_from_active(active: str, sub: str, healthy: bool,
 def test_health_summary_finds_when_the_failing_began() -> None:
     log = [{"Start": "t1", "ExitCode": 0}, {"Start": "t2", "ExitCode": 1},
            {"Start": "t3", "ExitCode": 1}]
-    assert podman.health_summary({"Status": "unhealthy", "Log": log}) == ("unhealthy", "t2")
-    assert podman.health_summary({"Status": "healthy", "Log": log[:1]}) == ("healthy", None)
-    assert podman.health_summary(None) == ("starting", None)
+    assert podstore.health_summary({"Status": "unhealthy", "Log": log}) == ("unhealthy", "t2")
+    assert podstore.health_summary({"Status": "healthy", "Log": log[:1]}) == ("healthy", None)
+    assert podstore.health_summary(None) == ("starting", None)

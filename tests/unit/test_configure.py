@@ -117,7 +117,6 @@ def test_an_edited_plain_unit_is_kept_and_runs_the_gateway(etc: Path,
 
 def test_a_port_held_by_another_program_is_refused_before_anything_is_written(
         etc: Path, conf: settings.Settings) -> None:
-    import dataclasses
     import socket
 
     from theiaos_pkg.errors import SettingError
@@ -129,7 +128,7 @@ def test_a_port_held_by_another_program_is_refused_before_anything_is_written(
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             free = probe.getsockname()[1]
-        s = dataclasses.replace(conf, gateway_port=port, bridge_port=free)
+        s = conf._replace(gateway_port=port, bridge_port=free)
         with pytest.raises(SettingError, match=f"port {port} on 127.0.0.1 is taken"):
             configure.preflight(s, str(etc), PODMAN)
         # held by the account's own uid (the gateway's port forwarder): ours

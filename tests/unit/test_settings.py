@@ -139,3 +139,22 @@ def test_shipped_conffile_is_the_template() -> None:
         "regenerate: python3 -c 'from theiaos_pkg import settings; " \
         "print(settings.env_file_template(), end=\"\")' > etc/theiaos/podman.env"
     assert settings.read_admin_file(shipped) == {}
+
+
+@pytest.mark.parametrize("value", [
+    "127.0.0.1", "0.0.0.0", "255.255.255.255", "256.1.1.1", "01.2.3.4", "1.2.3", "224.0.0.1",
+    "239.255.255.255", "240.0.0.1", "1.2.3.4.5", "::1", "::", "fe80::1%eth0", "1.2.3.\u00b2",
+    "", "a.b.c.d", " 1.2.3.4", "1.2.3.4 ", "0.0.0.00", "ff02::1", "::ffff:1.2.3.4"])
+def test_the_ipv4_fast_path_agrees_with_ipaddress(value: str) -> None:
+    import ipaddress
+
+    try:
+        want = ipaddress.ip_address(value)
+        expected = None if want.is_multicast or "%" in value else str(want)
+    except ValueError:
+        expected = None
+    try:
+        got: str | None = settings._address(value)
+    except ValueError:
+        got = None
+    assert got == expected
