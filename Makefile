@@ -4,6 +4,7 @@
 #   make deb     build dist/theiaos-podman_<version>_all.deb
 #   make rpm     build dist/theiaos-podman-<version>-1.noarch.rpm (make repo: a dnf repo)
 #   make piuparts  Debian's package tester on the .deb (also part of make check)
+#   make bench   every cost an operator pays against its floor, in one lab (README)
 
 SHELL := /bin/bash
 PY := /usr/bin/python3
@@ -49,7 +50,7 @@ define rpmbuild
 	cp build/rpm$(1)/RPMS/noarch/theiaos-podman-$(VERSION)-$(1).noarch.rpm $@
 endef
 
-.PHONY: deps check test deb rpm repo demo lint clean piuparts
+.PHONY: deps check test deb rpm repo demo lint clean piuparts bench
 deps: $(VENV)/.done
 
 $(VENV)/.done: Makefile
@@ -111,6 +112,13 @@ piuparts: deps $(DEB) released
 
 demo: deps $(DEB)
 	$(VPY) -m tests.demo $(abspath $(DEB))
+
+# Not a test (the machines are noisy): a table of medians and ratios, side by side in one
+# lab. BENCH_ROUNDS=15 by default; it boots its own lab (do not run two labs at once).
+BENCH_ROUNDS ?= 15
+bench: deps $(DEB)
+	$(PY) -m tests.lab rootfs debian13
+	$(PY) -m bench $(abspath $(DEB)) $(BENCH_ROUNDS)
 
 clean:
 	rm -rf build dist deb_dist *.egg-info theiaos-podman-*.tar.gz
