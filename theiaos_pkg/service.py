@@ -6,7 +6,7 @@ import time
 
 from . import bus, health, journal
 from .account import Account
-from .errors import GatewayError
+from .errors import GatewayError, TheiaosError
 from .settings import UNIT, Settings
 
 #: How long start, restart and setup wait for the gateway to answer, all included
@@ -47,7 +47,7 @@ def bring_up_with(mgr: bus.UserManager, s: Settings, acct: Account, *, reload: b
     """
     deadline = time.monotonic() + timeout
     st = mgr.state(UNIT)
-    if reload or st.load != "loaded" or mgr.needs_reload(UNIT):
+    if reload or st.load != "loaded" or mgr.needs_reload(UNIT) or _generated_stale(s, acct):
         mgr.reload()
         st = mgr.state(UNIT)
     if st.load != "loaded":
@@ -57,8 +57,13 @@ def bring_up_with(mgr: bus.UserManager, s: Settings, acct: Account, *, reload: b
         mgr.reload()
     # An operator's start or restart is no crash loop: reset the failed state and
     # the start rate limit first (five quick restarts would otherwise be refused).
+    # A restart is asked for also while the unit is still starting (its start job
+    # running, as right after another setup, before Notify=healthy reports ready): a
+    # StartUnit would merge into that job and run the unit as systemd loaded it before
+    # the reload, whereas systemd merges a RestartUnit into it and runs it again.
     job = None
-    if st.running and (restart or not health.healthy(s)):
+    if (restart and st.active in ("activating", "active", "reloading")) or \
+            (st.running and not health.healthy(s)):
         mgr.reset_failed(UNIT)
         job, action = mgr.queue("RestartUnit", UNIT), "restarted"
     elif not st.running:
@@ -66,7 +71,8 @@ def bring_up_with(mgr: bus.UserManager, s: Settings, acct: Account, *, reload: b
         job, action = mgr.queue("StartUnit", UNIT), "started"
     else:
         action = "unchanged"
-    up, st = _wait_up(mgr, s, job, restarting=action == "restarted", deadline=deadline)
+    up, st = _wait_up(mgr, s, job, restarting=action == "restarted", deadline=deadline,
+                      since=st.since_usec)
     if not up:
         raise GatewayError(
             f"{UNIT} is {st.active} ({st.sub}) and {s.url}healthz does not answer"
@@ -75,6 +81,23 @@ def bring_up_with(mgr: bus.UserManager, s: Settings, acct: Account, *, reload: b
             "sudo theiaosctl doctor; sudo theiaosctl logs -n 100",
         )
     return action
+
+
+def _generated_stale(s: Settings, acct: Account) -> bool:
+    """The Quadlet file is newer than what the generator made of it at the last reload.
+    NeedDaemonReload misses this where the manager loads the unit afresh (after it let
+    go of an inactive unit): it then records the .container file's new mtime while the
+    unit it loads is the generator's old output."""
+    from . import files
+
+    try:
+        src = files.lstat(s.quadlet_path)
+        if src is None:
+            return False
+        made = files.lstat(f"/run/user/{acct.uid}/systemd/generator/{UNIT}")
+    except (OSError, TheiaosError):  # the account's runtime directory, in any shape
+        return True
+    return made is None or src.st_mtime_ns > made.st_mtime_ns
 
 
 def _rejected(s: Settings, acct: Account, load: str) -> GatewayError:
@@ -101,11 +124,13 @@ ASK_SYSTEMD = 0.1
 
 
 def _wait_up(mgr: bus.UserManager, s: Settings, job: bytes | None, restarting: bool,
-             deadline: float) -> tuple[bool, bus.UnitState]:
+             deadline: float, since: int = 0) -> tuple[bool, bus.UnitState]:
     """Wait until /healthz answers, asking it every PROBE seconds: return as soon as it
     does (with Notify=healthy systemd declares the unit active a moment later, when
     Podman's own check has passed). During a restart the answer counts once the unit is
-    seen starting again (or the job is done), so that it is the new container's. Give
+    seen starting again, after a state change since ``since`` (the unit's
+    StateChangeTimestamp when the job was queued: it may have been starting already),
+    or once the job is done, so that it is the new container's. Give
     up at once when the job is done and the unit failed or waits to be restarted (the
     gateway exited: a refused config exits at once, so ActiveState alone could read
     "active" while nothing answers)."""
@@ -115,7 +140,8 @@ def _wait_up(mgr: bus.UserManager, s: Settings, job: bytes | None, restarting: b
         if not fresh or time.monotonic() - asked >= ASK_SYSTEMD:
             st = mgr.state(UNIT)
             pending = job is not None and mgr.job_pending(job)
-            fresh = fresh or st.active == "activating" or not pending
+            fresh = fresh or not pending or (st.active == "activating"
+                                             and st.since_usec != since)
             asked = time.monotonic()
             if not pending and (st.active in ("failed", "inactive") or st.sub == "auto-restart"):
                 return False, st

@@ -84,6 +84,24 @@ def test_running_and_answering_is_left_alone(user_bus: dbus.Interface, unit: dbu
     assert _calls(user_bus) == ["Reload", "ResetFailedUnit", "RestartUnit"]
 
 
+def test_a_restart_asked_while_the_unit_is_still_starting_restarts_it(
+        user_bus: dbus.Interface, unit: dbus.Interface, gateway: int) -> None:
+    """A setup right after another finds the unit still "activating" (Notify=healthy
+    reports ready after the first answer). A StartUnit would merge into that start job,
+    which runs the unit as it was before the reload: the change must be a RestartUnit
+    (systemd merges it into the running job and runs it again)."""
+    _set_unit(unit, ActiveState="activating", SubState="start")
+    user_bus.AddMethod(
+        "org.freedesktop.systemd1.Manager", "RestartUnit", "ss", "o",
+        f"objects['{UNIT_PATH}'].UpdateProperties('org.freedesktop.systemd1.Unit', "
+        "{'ActiveState': 'active', 'SubState': 'running', 'StateChangeTimestamp': "
+        "dbus.UInt64(5)}); ret = dbus.ObjectPath('/org/freedesktop/systemd1/job/1')")
+    assert service.bring_up(_settings(gateway), ACCT, restart=True) == "restarted"
+    assert _calls(user_bus) == ["ResetFailedUnit", "RestartUnit"]
+    user_bus.ClearCalls()
+    assert service.bring_up(_settings(gateway), ACCT) == "unchanged"  # nothing asked
+
+
 def test_a_disabled_plain_unit_is_enabled_before_it_starts(user_bus: dbus.Interface,
                                                             unit: dbus.Interface,
                                                             gateway: int) -> None:

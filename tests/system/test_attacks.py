@@ -190,12 +190,36 @@ def test_the_token_is_in_no_inspect_ps_journal_unit_or_database(lab: Lab) -> Non
     assert not any(p.endswith(("db.sql", "bolt_state.db")) for p in hits), hits
 
 
+# Waits (bounded) until somebody holds the package's operation lock.
+HOLDS_LOCK = """
+import fcntl, os, sys, time
+for _ in range(3000):
+    try:
+        fd = os.open("/run/theiaos-podman.lock", os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        time.sleep(0.01)
+        continue
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        sys.exit(0)
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+    time.sleep(0.01)
+sys.exit("nobody took the operation lock within 30 s")
+"""
+
+
 def test_two_setups_at_once_end_in_one_consistent_state(lab: Lab) -> None:
     env = {"THEIAOS_PODMAN_GATEWAY_HOST_PORT": "18791"}
     first = subprocess.Popen([*lab._nsenter(), "env", *(f"{k}={v}" for k, v in env.items()),
                               "theiaosctl", "setup"], stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True,
                              env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"})
+    # The second starts once the first holds the lock (a setup that changes nothing
+    # takes less than a tenth of a second: started side by side, one may be done before
+    # the other begins).
+    lab.run("python3", "-c", HOLDS_LOCK, timeout=60)
     second = lab.run("theiaosctl", "setup", check=False, timeout=400)
     out1, _ = first.communicate(timeout=400)
     out2 = second.stdout + second.stderr
