@@ -73,6 +73,13 @@ def bring_up_with(mgr: bus.UserManager, s: Settings, acct: Account, *, reload: b
         action = "unchanged"
     up, st = _wait_up(mgr, s, job, restarting=action == "restarted", deadline=deadline,
                       since=st.since_usec)
+    if not up and st.active == "activating" and health.healthy(s):
+        raise GatewayError(
+            f"{s.url}healthz answers, but after {timeout:.0f} s systemd still reports "
+            f"{UNIT} {st.active} ({st.sub}): Podman's health check of the container has "
+            f"not passed; last log lines:\n{journal.tail(acct.uid)}",
+            "sudo theiaosctl doctor; sudo theiaosctl logs -n 100",
+        )
     if not up:
         raise GatewayError(
             f"{UNIT} is {st.active} ({st.sub}) and {s.url}healthz does not answer"
@@ -125,19 +132,22 @@ ASK_SYSTEMD = 0.1
 
 def _wait_up(mgr: bus.UserManager, s: Settings, job: bytes | None, restarting: bool,
              deadline: float, since: int = 0) -> tuple[bool, bus.UnitState]:
-    """Wait until /healthz answers, asking it every PROBE seconds: return as soon as it
-    does (with Notify=healthy systemd declares the unit active a moment later, when
-    Podman's own check has passed). During a restart the answer counts once the unit is
-    seen starting again, after a state change since ``since`` (the unit's
+    """Wait until /healthz answers and systemd reports the unit active, asking the
+    gateway every PROBE seconds and systemd every ASK_SYSTEMD seconds until it answers,
+    then every PROBE seconds: with Notify=healthy the unit turns active a moment after
+    the first answer (when Podman's own health check has passed), and `systemctl start`
+    waits for the same. During a restart the answer counts once the unit is seen
+    starting again, after a state change since ``since`` (the unit's
     StateChangeTimestamp when the job was queued: it may have been starting already),
-    or once the job is done, so that it is the new container's. Give
-    up at once when the job is done and the unit failed or waits to be restarted (the
-    gateway exited: a refused config exits at once, so ActiveState alone could read
-    "active" while nothing answers)."""
+    or once the job is done, so that it is the new container's. Give up at once when the
+    job is done and the unit failed or waits to be restarted (the gateway exited: a
+    refused config exits at once, so ActiveState alone could read "active" while
+    nothing answers)."""
     fresh = not restarting  # a restart: the old container answers until it is stopped
+    answers = False
     asked = 0.0
     while True:
-        if not fresh or time.monotonic() - asked >= ASK_SYSTEMD:
+        if not fresh or answers or time.monotonic() - asked >= ASK_SYSTEMD:
             st = mgr.state(UNIT)
             pending = job is not None and mgr.job_pending(job)
             fresh = fresh or not pending or (st.active == "activating"
@@ -145,8 +155,11 @@ def _wait_up(mgr: bus.UserManager, s: Settings, job: bytes | None, restarting: b
             asked = time.monotonic()
             if not pending and (st.active in ("failed", "inactive") or st.sub == "auto-restart"):
                 return False, st
-        if fresh and health.healthy(s):
-            return True, st
+            if answers and st.active == "active":
+                return True, st
+        if not answers and fresh and health.healthy(s):
+            answers = True
+            continue  # ask systemd at once
         if time.monotonic() > deadline:
             return False, st
         time.sleep(PROBE)

@@ -102,6 +102,39 @@ def test_a_restart_asked_while_the_unit_is_still_starting_restarts_it(
     assert service.bring_up(_settings(gateway), ACCT) == "unchanged"  # nothing asked
 
 
+def _activating_start(user_bus: dbus.Interface) -> None:
+    """StartUnit leaves the unit starting, as Notify=healthy does until Podman's own
+    health check has passed (the gateway answers already)."""
+    user_bus.AddMethod(
+        "org.freedesktop.systemd1.Manager", "StartUnit", "ss", "o",
+        f"objects['{UNIT_PATH}'].UpdateProperties('org.freedesktop.systemd1.Unit', "
+        "{'ActiveState': 'activating', 'SubState': 'start'}); "
+        "ret = dbus.ObjectPath('/org/freedesktop/systemd1/job/1')")
+
+
+def test_start_returns_once_the_unit_is_active_not_at_the_first_answer(
+        user_bus: dbus.Interface, unit: dbus.Interface, gateway: int) -> None:
+    """`systemctl start` waits for READY (Notify=healthy: the first passed health
+    check); so does start, or a status right after it would say "starting"."""
+    _activating_start(user_bus)
+    ready = threading.Timer(0.5, _set_unit, (unit,), {"ActiveState": "active",
+                                                      "SubState": "running"})
+    ready.start()
+    try:
+        assert service.bring_up(_settings(gateway), ACCT) == "started"
+        assert not ready.is_alive()  # returned after the unit turned active
+    finally:
+        ready.cancel()
+
+
+def test_an_answering_unit_that_never_turns_active_is_reported(
+        user_bus: dbus.Interface, unit: dbus.Interface, gateway: int) -> None:
+    _activating_start(user_bus)
+    with pytest.raises(GatewayError, match=r"healthz answers, but after 1 s systemd still "
+                       r"reports theiaos.service activating \(start\)"):
+        service.bring_up(_settings(gateway), ACCT, timeout=1)
+
+
 def test_a_disabled_plain_unit_is_enabled_before_it_starts(user_bus: dbus.Interface,
                                                             unit: dbus.Interface,
                                                             gateway: int) -> None:
