@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,9 +67,20 @@ class Box:
         assert proc.returncode == 0, self.lab.run("theiaosctl", "status", check=False).stdout
         # With Notify=healthy the unit turns active once Podman's health check has passed
         # too, a moment after the first answer: until then status truthfully says starting.
-        proc = self.lab.run("sh", "-c", "for i in $(seq 60); do theiaosctl status && exit 0; "
-                            "sleep 0.5; done; exit 1", check=False, timeout=100)
-        assert proc.returncode == 0, proc.stdout
+        # Seen in 2 of 5 full runs (dnf lab only, never alone): the unit stayed
+        # "activating" with a healthy container, as if Podman's READY was lost; systemd's
+        # TimeoutStartSec (120 s) then fails the start and Restart= brings it back. The
+        # wait covers that bound; taking longer than 30 s is reported with the journal.
+        began = time.monotonic()
+        proc = self.lab.run("sh", "-c", "for i in $(seq 360); do theiaosctl status && exit 0; "
+                            "sleep 0.5; done; exit 1", check=False, timeout=400)
+        journal = "" if proc.returncode == 0 and time.monotonic() - began < 30 else self.lab.run(
+            "sh", "-c", "journalctl -b -o short-precise --no-pager | grep -v 'GET /healthz' "
+            "| tail -n 150", check=False).stdout
+        assert proc.returncode == 0, proc.stdout[-2000:] + journal
+        if journal:
+            warnings.warn(f"theiaos.service turned active only after "
+                          f"{time.monotonic() - began:.0f} s:\n{journal}", stacklevel=1)
         assert re.search(r"theiaos.service: active \(running\)", proc.stdout), proc.stdout
 
     def up(self) -> bool:
