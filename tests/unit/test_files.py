@@ -244,7 +244,7 @@ def test_the_operation_lock_waits_bounded_and_names_its_holder(tmp_path: Path) -
         assert said and said[0].startswith(f"waiting for PID {holder.pid}")
     finally:
         holder.kill()
-        holder.wait()
+        holder.communicate()  # reaps it and closes its stdout pipe
     # the kernel freed it; and it is re-entrant
     with files.operation_lock("token rotate", path=lock, timeout=5), \
             files.operation_lock("nested", path=lock, timeout=0.1):
