@@ -422,14 +422,11 @@ def activate(s: Settings, acct: Account, out: Outcome, report: Report,
             add(Step("token-secret", "changed",
                      f"{podman.SECRET} holds the token of {s.env_file}"))
         pending = state.pending()
-        # A pending change restarts; it reloads only where systemd says the unit's files
-        # changed since it loaded them (bring_up_with): a needless reload while the user
-        # manager is starting the unit at its own start (just after lingering was turned
-        # on) can leave it "activating" until its start timeout (Podman's readiness
-        # notification lost: seen in 1 of 5 apt installs in the lab).
-        action = service.bring_up_with(mgr, s, acct,
-                                       restart=restart or new_image or pending is not None,
-                                       timeout=timeout)
+        # A pending change restarts; bring_up reloads only where the unit's files changed
+        # since systemd loaded them, not on every pending change.
+        action = service.bring_up(mgr, s, acct,
+                                  restart=restart or new_image or pending is not None,
+                                  timeout=timeout)
     state.clear_pending()
     out.healthy = True
     add(Step("service", action, f"{UNIT} answers at {s.url}"))

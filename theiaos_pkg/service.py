@@ -28,26 +28,19 @@ def is_active(acct: Account) -> bool:
         return mgr.state(UNIT).running
 
 
-def bring_up(s: Settings, acct: Account, *, reload: bool = False, restart: bool = False,
+def bring_up(mgr: bus.UserManager, s: Settings, acct: Account, *, restart: bool = False,
              timeout: float = UP_TIMEOUT) -> str:
-    """Start (or restart) the unit and wait, at most ``timeout`` seconds in all, until
-    /healthz answers; what was done (see bring_up_with)."""
-    with bus.UserManager(acct.uid) as mgr:
-        return bring_up_with(mgr, s, acct, reload=reload, restart=restart, timeout=timeout)
+    """Start (or restart) the unit over ``mgr`` and wait, at most ``timeout`` seconds in
+    all, until /healthz answers and systemd reports the unit active; what was done.
 
-
-def bring_up_with(mgr: bus.UserManager, s: Settings, acct: Account, *, reload: bool = False,
-                  restart: bool = False, timeout: float = UP_TIMEOUT) -> str:
-    """bring_up on a connection the caller holds open.
-
-    Reloads when asked, when the unit is not loaded, or when systemd says its files
-    changed since it loaded them (NeedDaemonReload: for a Quadlet unit that includes its
-    .container file, the unit's SourcePath); restarts when asked (something it reads
-    changed) and when it runs but does not answer.
+    Reloads when the unit is not loaded or its files changed since systemd loaded them
+    (NeedDaemonReload: for a Quadlet unit that includes its .container file, the unit's
+    SourcePath; and _generated_stale); restarts when asked (something it reads changed)
+    and when it runs but does not answer.
     """
     deadline = time.monotonic() + timeout
     st = mgr.state(UNIT)
-    if reload or st.load != "loaded" or mgr.needs_reload(UNIT) or _generated_stale(s, acct):
+    if st.load != "loaded" or mgr.needs_reload(UNIT) or _generated_stale(s, acct):
         mgr.reload()
         st = mgr.state(UNIT)
     if st.load != "loaded":

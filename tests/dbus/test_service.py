@@ -7,6 +7,7 @@ import http.server
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dbus
 import pytest
@@ -70,17 +71,23 @@ def unit(buses: object) -> dbus.Interface:
     return dbus.Interface(obj, "org.freedesktop.DBus.Mock")
 
 
+def _bring_up(s: settings.Settings, **kwargs: Any) -> str:
+    with bus.UserManager(UID) as mgr:
+        return service.bring_up(mgr, s, ACCT, **kwargs)
+
+
 def test_bring_up_starts_and_waits_for_health(user_bus: dbus.Interface, gateway: int) -> None:
-    assert service.bring_up(_settings(gateway), ACCT) == "started"
+    assert _bring_up(_settings(gateway)) == "started"
     assert _calls(user_bus) == ["ResetFailedUnit", "StartUnit"]
 
 
 def test_running_and_answering_is_left_alone(user_bus: dbus.Interface, unit: dbus.Interface,
                                              gateway: int) -> None:
     _set_unit(unit, ActiveState="active", SubState="running")
-    assert service.bring_up(_settings(gateway), ACCT) == "unchanged"
+    assert _bring_up(_settings(gateway)) == "unchanged"
     assert _calls(user_bus) == []
-    assert service.bring_up(_settings(gateway), ACCT, reload=True, restart=True) == "restarted"
+    unit.UpdateProperties("org.freedesktop.systemd1.Unit", {"NeedDaemonReload": True})
+    assert _bring_up(_settings(gateway), restart=True) == "restarted"  # its files changed
     assert _calls(user_bus) == ["Reload", "ResetFailedUnit", "RestartUnit"]
 
 
@@ -96,10 +103,10 @@ def test_a_restart_asked_while_the_unit_is_still_starting_restarts_it(
         f"objects['{UNIT_PATH}'].UpdateProperties('org.freedesktop.systemd1.Unit', "
         "{'ActiveState': 'active', 'SubState': 'running', 'StateChangeTimestamp': "
         "dbus.UInt64(5)}); ret = dbus.ObjectPath('/org/freedesktop/systemd1/job/1')")
-    assert service.bring_up(_settings(gateway), ACCT, restart=True) == "restarted"
+    assert _bring_up(_settings(gateway), restart=True) == "restarted"
     assert _calls(user_bus) == ["ResetFailedUnit", "RestartUnit"]
     user_bus.ClearCalls()
-    assert service.bring_up(_settings(gateway), ACCT) == "unchanged"  # nothing asked
+    assert _bring_up(_settings(gateway)) == "unchanged"  # nothing asked
 
 
 def _activating_start(user_bus: dbus.Interface) -> None:
@@ -121,7 +128,7 @@ def test_start_returns_once_the_unit_is_active_not_at_the_first_answer(
                                                       "SubState": "running"})
     ready.start()
     try:
-        assert service.bring_up(_settings(gateway), ACCT) == "started"
+        assert _bring_up(_settings(gateway)) == "started"
         assert not ready.is_alive()  # returned after the unit turned active
     finally:
         ready.cancel()
@@ -132,7 +139,7 @@ def test_an_answering_unit_that_never_turns_active_is_reported(
     _activating_start(user_bus)
     with pytest.raises(GatewayError, match=r"healthz answers, but after 1 s systemd still "
                        r"reports theiaos.service activating \(start\)"):
-        service.bring_up(_settings(gateway), ACCT, timeout=1)
+        _bring_up(_settings(gateway), timeout=1)
 
 
 def test_a_disabled_plain_unit_is_enabled_before_it_starts(user_bus: dbus.Interface,
@@ -145,7 +152,7 @@ def test_a_disabled_plain_unit_is_enabled_before_it_starts(user_bus: dbus.Interf
                        ".UpdateProperties('org.freedesktop.systemd1.Unit', "
                        "{'UnitFileState': 'enabled'}); ret = (True, [])")
     _set_unit(unit, UnitFileState="disabled")
-    assert service.bring_up(_settings(gateway), ACCT) == "started"
+    assert _bring_up(_settings(gateway)) == "started"
     assert _calls(user_bus) == ["EnableUnitFiles", "Reload", "ResetFailedUnit", "StartUnit"]
     enable = next(c for c in user_bus.GetCalls() if c[1] == "EnableUnitFiles")
     assert [list(enable[2][0]), bool(enable[2][1]), bool(enable[2][2])] == \
@@ -160,7 +167,7 @@ def test_failed_start_is_reported_at_once(user_bus: dbus.Interface, gateway: int
         "ret = dbus.ObjectPath('/org/freedesktop/systemd1/job/1')")
     with pytest.raises(GatewayError, match=r"theiaos.service is failed \(failed\) and "
                        r"http://127.0.0.1:\d+/healthz does not answer"):
-        service.bring_up(_settings(gateway + 2), ACCT)  # nothing listens there
+        _bring_up(_settings(gateway + 2))  # nothing listens there
 
 
 def test_stop(user_bus: dbus.Interface, unit: dbus.Interface) -> None:
