@@ -50,12 +50,31 @@ class Port(NamedTuple):
         return f"{addr}:{self.host}:{self.container}"
 
 
+class Tmpfs(NamedTuple):
+    """A private, empty, writable place in the container: owned by the gateway's uid
+    (``U``: Podman chowns it to the container's user), mode 0700, gone when it stops."""
+
+    container: str
+    options: str = "rw,nosuid,nodev,size=512m,mode=0700,U"
+
+    def spec(self) -> str:
+        return f"{self.container}:{self.options}"
+
+
+#: The gateway's cache: its private SQLite snapshot staging and temp root live under
+#: $XDG_CACHE_HOME or $HOME/.cache, which it refuses unless owned by its own uid and
+#: not group/world writable (openclaw's secure temp root). $HOME is the image's, on a
+#: read-only root and owned by the image's user, not the account's uid (keep-id).
+CACHE_TMPFS = Tmpfs(f"{CONTAINER_HOME}/.cache")
+
+
 class Spec(NamedTuple):
     image: str
     name: str
     environment: tuple[tuple[str, str], ...]
     env_file: str
     volumes: tuple[Volume, ...]
+    tmpfs: tuple[Tmpfs, ...]
     ports: tuple[Port, ...]
     command: tuple[str, ...]
     health_cmd: str
@@ -65,7 +84,8 @@ class Hardening(NamedTuple):
     """What the container may do beyond running the gateway: nothing it does not need.
     No capabilities (the gateway runs as the account's own uid), no privilege gain, a
     read-only root with a tmpfs /tmp (the gateway writes its state dir, which is mounted,
-    and its log under /tmp), and resource limits where the host's cgroups have them."""
+    its log under /tmp/openclaw and its cache in the Spec's private tmpfs), and
+    resource limits where the host's cgroups have them."""
 
     read_only: bool
     memory: str | None
@@ -100,6 +120,7 @@ def spec(s: Settings) -> Spec:
         env_file=s.env_file,
         volumes=(Volume(s.config_dir, CONTAINER_CONFIG_DIR),
                  Volume(s.workspace_dir, CONTAINER_WORKSPACE_DIR)),
+        tmpfs=(CACHE_TMPFS,),
         ports=(Port(s.publish_address, s.gateway_port, CONTAINER_GATEWAY_PORT),
                Port(s.publish_address, s.bridge_port, CONTAINER_BRIDGE_PORT)),
         command=("node", "dist/index.js", "gateway", "--bind", s.gateway_bind,
@@ -128,6 +149,8 @@ def run_argv(sp: Spec, uid: int, gid: int, *, secret: bool, onboard: bool = Fals
     argv += ["--secret", token_secret()] if secret else ["--env-file", sp.env_file]
     for vol in sp.volumes:
         argv += ["--volume", vol.spec()]
+    for tmp in sp.tmpfs:
+        argv += ["--tmpfs", tmp.spec()]
     if onboard:
         return [*argv, "--rm", "-it", "--env", "BROWSER=echo", sp.image, *ONBOARD]
     for port in sp.ports:
@@ -155,6 +178,8 @@ def service_argv(sp: Spec, features: Features, hard: Hardening, start_timeout: i
     argv += ["--secret", token_secret()] if features.secret else ["--env-file", sp.env_file]
     for vol in sp.volumes:
         argv += ["--volume", vol.spec()]
+    for tmp in sp.tmpfs:
+        argv += ["--tmpfs", tmp.spec()]
     for port in sp.ports:
         argv += ["--publish", port.spec()]
     argv += ["--health-cmd", sp.health_cmd, "--health-interval", "30s", "--health-timeout",

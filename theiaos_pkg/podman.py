@@ -54,6 +54,11 @@ class Features(NamedTuple):
         return self.at_least(4, 5)
 
     @property
+    def tmpfs_key(self) -> bool:
+        """Quadlet ``Tmpfs=`` exists from 4.5; 4.4 passes ``--tmpfs`` in PodmanArgs."""
+        return self.at_least(4, 5)
+
+    @property
     def pids_key(self) -> bool:
         return self.at_least(4, 7)
 

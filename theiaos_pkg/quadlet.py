@@ -127,6 +127,8 @@ def render(s: Settings, podman: Features) -> str:
         env_file=escape(sp.env_file),
         secret=escape(container.token_secret()) if podman.secret else "",
         volumes=[escape(v.spec()) for v in sp.volumes],
+        tmpfs=[escape(t.spec()) for t in sp.tmpfs],
+        tmpfs_key=podman.tmpfs_key,
         ports=[escape(p.spec()) for p in sp.ports],
         exec=escape(" ".join(sp.command)),
         health_cmd=escape(sp.health_cmd),
