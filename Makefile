@@ -1,6 +1,7 @@
 # theiaos-podman: build, test and demo. Everything runs on Debian's own python3.
 #   make check   install what the tests need, then run every test tier
 #   make demo    build the .deb, boot the lab, install it, bring the gateway up
+#                (GATEWAY=real: the public gateway from npm instead of the stand-in)
 #   make deb     build dist/theiaos-podman_<version>_all.deb
 #   make rpm     build dist/theiaos-podman-<version>-1.noarch.rpm (make repo: a dnf repo)
 #   make piuparts  Debian's package tester on the .deb (also part of make check)
@@ -61,6 +62,8 @@ $(VENV)/.done: Makefile
 		echo "+ apt-get install $$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+	@command -v npm >/dev/null || { echo "+ apt-get install npm"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm; }
 	$(PY) -m venv --system-site-packages $(VENV)
 	$(VPY) -m pip install -q --disable-pip-version-check $(PIP_DEPS)
 	touch $@
@@ -98,6 +101,7 @@ released:
 
 check: deps $(DEB) $(DEB_NEXT) repo
 	$(PY) -m tests.lab rootfs debian13 debian12
+	$(PY) -m tests.gateway_image
 	THEIAOS_DEB=$(abspath $(DEB)) THEIAOS_DEB_NEXT=$(abspath $(DEB_NEXT)) \
 		THEIAOS_RELEASE_DEB=$(RELEASE_DEB) THEIAOS_RELEASE=$(RELEASE) \
 		THEIAOS_RPM=$(abspath $(RPM)) THEIAOS_REPO=$(abspath dist/repo) \
@@ -111,7 +115,7 @@ piuparts: deps $(DEB) released
 	sh tests/piuparts.sh $(abspath $(DEB)) $(RELEASE_DEB)
 
 demo: deps $(DEB)
-	$(VPY) -m tests.demo $(abspath $(DEB))
+	$(VPY) -m tests.demo $(abspath $(DEB)) $(if $(filter real,$(GATEWAY)),--gateway real)
 
 # Not a test (the machines are noisy): a table of medians and ratios, side by side in one
 # lab. BENCH_ROUNDS=15 by default; it boots its own lab (do not run two labs at once).

@@ -1,7 +1,8 @@
 """make demo: the main job, end to end, in the lab.
 
 Boots the Debian 13 lab, installs the built .deb with apt, puts the test gateway
-image into theiaos's store, starts the gateway with theiaosctl and prints its status
+image into theiaos's store (the stand-in, or with `--gateway real` the public
+gateway built from npm, tests/gateway_image.py), starts the gateway with theiaosctl and prints its status
 and URL. With a terminal it keeps the lab up until Enter; it always stops the lab
 (by PID) before it exits.
 """
@@ -12,7 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .lab import Lab, LabError, build_test_image
+from .gateway_image import load_real_image
+from .lab import IMAGE_REF, Lab, LabError, build_test_image
 
 
 def _show(title: str, text: str) -> None:
@@ -21,8 +23,9 @@ def _show(title: str, text: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1 or not Path(argv[0]).is_file():
-        print("usage: python3 -m tests.demo DEB", file=sys.stderr)
+    real = argv[1:] == ["--gateway", "real"]
+    if not argv or not Path(argv[0]).is_file() or not (len(argv) == 1 or real):
+        print("usage: python3 -m tests.demo DEB [--gateway real]", file=sys.stderr)
         return 2
     deb = Path(argv[0])
     with tempfile.TemporaryDirectory(prefix="theiaos-demo-", dir="/var/tmp") as work, \
@@ -34,8 +37,12 @@ def main(argv: list[str]) -> int:
         _show("apt-get install ./theiaos-podman.deb", proc.stdout + proc.stderr)
         if proc.returncode != 0:
             return 1
-        print("\n== loading the test gateway image into theiaos's store")
-        build_test_image(lab, "theiaos")
+        if real:
+            print("\n== loading the public gateway (npm openclaw) into theiaos's store")
+            load_real_image(lab, "theiaos", IMAGE_REF)
+        else:
+            print("\n== loading the stand-in gateway image into theiaos's store")
+            build_test_image(lab, "theiaos")
         for verb in ("start", "status"):
             proc = lab.run("theiaosctl", verb, check=False, timeout=400)
             _show(f"theiaosctl {verb}", proc.stdout + proc.stderr)

@@ -165,3 +165,11 @@ def load_real_image(lab: Lab, user: str, ref: str = REAL_IMAGE_REF,
         lab.run_as(user, "podman", "import", "--quiet", *changes, TAR_IN_LAB, ref, timeout=600)
     finally:
         lab.run("rm", "-f", TAR_IN_LAB)
+
+
+if __name__ == "__main__":
+    # make check builds (or finds) the image before the tests, with its progress shown.
+    try:
+        print(f"real gateway image: {ensure_image_tar()}")
+    except LabError as exc:
+        raise SystemExit(f"gateway image: {exc}") from None
