@@ -162,6 +162,23 @@ def run_argv(sp: Spec, uid: int, gid: int, *, secret: bool, onboard: bool = Fals
             *sp.command]
 
 
+#: How often the unit's start runs the health check until the gateway first answers.
+READY_INTERVAL = "0.5"
+
+
+def ready_argv(sp: Spec) -> list[str]:
+    """The unit's ExecStartPost: the container's own health check, run until it passes.
+    ``podman healthcheck run`` counts as the startup check Podman's timer would run, so
+    Podman's view agrees; systemd runs and tracks this process and keeps the unit
+    "activating" until it exits, so the unit turns active within READY_INTERVAL (plus
+    one check) of the gateway's first answer, whatever becomes of an sd_notify message
+    or of Podman's health timers. A gateway that never answers keeps it running until
+    TimeoutStartSec fails the start, as before."""
+    loop = (f"until /usr/bin/podman healthcheck run {sp.name} >/dev/null 2>&1; "
+            f"do sleep {READY_INTERVAL}; done")
+    return ["/bin/sh", "-c", loop]
+
+
 #: How the plain unit's Podman knows its container (systemd expands %t and %N).
 CIDFILE = "%t/%N.cid"
 

@@ -43,9 +43,14 @@ class Features(NamedTuple):
         return self.at_least(4, 6)
 
     @property
-    def notify_healthy(self) -> bool:
-        """Quadlet ``Notify=healthy`` (5.0): the unit is active only once healthy."""
-        return self.at_least(5, 0)
+    def ready_check(self) -> bool:
+        """The unit turns active only once the container's health check passes, checked
+        by a process systemd runs and tracks (ExecStartPost, container.ready_argv):
+        wherever the unit carries a health check, the plain unit (``--health-cmd``) and
+        Quadlet from 4.5 (``HealthCmd=``). Not Quadlet's ``Notify=healthy`` (5.0): its
+        READY=1 comes from a short-lived podman process, and systemd drops a message
+        whose sender has exited before it is read (sd_notify(3), NotifyAccess=)."""
+        return self.health or not self.quadlet
 
     @property
     def health_startup(self) -> bool:

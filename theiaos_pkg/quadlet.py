@@ -111,6 +111,7 @@ def render_plain(s: Settings, podman: Features) -> str:
     keep = {"%U:%G", f"--cidfile={container.CIDFILE}"}
     args = [a if a in keep else escape(a) for a in argv]
     body = _template(PLAIN_TEMPLATE).render(exec_start=" ".join(exec_quote(a) for a in args),
+                                            ready=_ready(container.spec(s)),
                                             start_timeout=s.start_timeout)
     return _seal(body)
 
@@ -135,7 +136,7 @@ def render(s: Settings, podman: Features) -> str:
         userns_key=podman.userns_key,
         health=podman.health,
         health_startup=podman.health_startup,
-        notify_healthy=podman.notify_healthy,
+        ready=_ready(sp) if podman.ready_check else "",
         start_timeout=s.start_timeout,
         pull_never=podman.pull_key and s.image.startswith("localhost/"),
         auto_update=s.auto_update if s.auto_update != "off" and podman.auto_update_key else "",
@@ -146,6 +147,13 @@ def render(s: Settings, podman: Features) -> str:
         pids_key=podman.pids_key,
     )
     return _seal(body)
+
+
+def _ready(sp: Any) -> str:
+    """The ExecStartPost= command line that waits for the container's health check."""
+    from . import container
+
+    return " ".join(exec_quote(escape(a)) for a in container.ready_argv(sp))
 
 
 def _seal(body: str) -> str:

@@ -59,6 +59,12 @@ def test_variant_is_accepted(quadlet_bin: str, tmp_path: Path, name: str) -> Non
     assert "WantedBy=default.target" in proc.stdout
     if "4.4" not in name:
         assert "--health-on-failure kill" in start
+        # Ready when conmon (long-lived, in the unit) has started the container and the
+        # tracked ExecStartPost has seen the health check pass; never --sdnotify=healthy.
+        assert "--sdnotify=conmon" in start and "healthy" not in start.split("--health")[0]
+        assert "Type=notify\n" in proc.stdout and "NotifyAccess=all\n" in proc.stdout
+        assert "\nExecStartPost=/bin/sh -c \"until /usr/bin/podman healthcheck run theiaos" \
+            in proc.stdout
 
 
 def test_generator_rejects_an_unknown_key(quadlet_bin: str, tmp_path: Path) -> None:

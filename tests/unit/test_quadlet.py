@@ -153,8 +153,12 @@ def test_hardening_and_its_gates() -> None:
     plain = v["custom-4.3.service"]
     assert "--cap-drop=all --security-opt=no-new-privileges --read-only --memory=2g " \
         "--pids-limit=1024" in plain
-    assert "Notify=healthy" in v["podman-5.4.container"]
-    assert "Notify" not in v["podman-4.9.container"] and "HealthStartupCmd" in v["podman-4.9.container"]
+    # Readiness is a process systemd tracks, never Notify=healthy (a lost READY=1).
+    ready = 'ExecStartPost=/bin/sh -c "until /usr/bin/podman healthcheck run theiaos'
+    for name in ("podman-4.5.container", "podman-5.4.container", "podman-4.3.service"):
+        assert ready in v[name] and "Notify" not in v[name], name
+    assert "ExecStartPost" not in v["podman-4.4.container"]  # no health check before 4.5
+    assert "HealthStartupCmd" in v["podman-4.9.container"]
     assert "HealthStartup" not in v["podman-4.4.container"]
     assert "AutoUpdate=registry" in v["custom-5.4.container"]
     assert "AutoUpdate" not in v["custom-4.4.container"]  # 4.6 and later
