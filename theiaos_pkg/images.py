@@ -2,7 +2,15 @@
 root's). A new image never leaves a broken gateway behind: the image the gateway runs
 now is kept as PREVIOUS, the gateway restarts onto the new one and must answer within
 THEIAOS_PODMAN_START_TIMEOUT; if it does not, PREVIOUS is put back, the gateway
-restarted on it and confirmed healthy, and the verb fails saying "rolled back"."""
+restarted on it and confirmed healthy, and the verb fails saying "rolled back".
+
+A new image that exits, hangs, times out its probe or answers 500 is given up on when
+the start bound has passed since its restart was queued: before systemd's own
+TimeoutStartSec (which counts from later, once the old container is stopped) would fail
+the start, so the rollback is an ordinary restart (ExecStop stops the broken container,
+SIGKILL after `podman stop -t 10`), never a race with systemd's timeout. The verb thus
+returns, the previous image answering, within the start bound plus that stop and the
+previous image's start (tests/system/test_operations.py states and checks a margin)."""
 
 from __future__ import annotations
 
@@ -97,7 +105,8 @@ def change(s: Settings, acct: Account, action: str, source: str | None, report: 
             raise
         report(f"the new image does not answer: rolling back to {keep[:12]}")
         run(["podman", "tag", keep, s.image], as_user=who)
-        restart(s, acct, report)
+        # The broken container is stopped first (SIGKILL 10 s after SIGTERM).
+        restart(s, acct, report, s.start_timeout + STOP_MARGIN)
         raise TheiaosError(
             f"rolled back: the gateway answers again on {keep[:12]}; the new image "
             f"{after[:12]} did not answer within {s.start_timeout} s ({exc.message})",
@@ -123,18 +132,24 @@ def rollback(s: Settings, acct: Account, report: Report) -> int:
         run(["podman", "tag", current, PREVIOUS], as_user=who)
     report(f"{s.image}: {previous[:12]} again ({(current or 'none')[:12]} kept as {PREVIOUS})")
     if running:
-        restart(s, acct, report)
+        restart(s, acct, report, s.start_timeout + STOP_MARGIN)
     return 0
 
 
-def restart(s: Settings, acct: Account, report: Report) -> None:
-    """Restart a running gateway onto its image; it must answer within the start bound."""
+#: A rollback's restart stops the broken container before the start bound counts:
+#: `podman stop -t 10`, then SIGKILL and removal.
+STOP_MARGIN = 30
+
+
+def restart(s: Settings, acct: Account, report: Report, timeout: float | None = None) -> None:
+    """Restart a running gateway onto its image; it must answer within ``timeout``
+    seconds from the restart's start, the start bound by default."""
     from . import configure, manual
     from .settings import UNIT
 
     if s.quadlet:
         configure.activate(s, acct, configure.Outcome(), lambda line: None, restart=True,
-                           timeout=s.start_timeout + 30)
+                           timeout=s.start_timeout if timeout is None else timeout)
         report(f"{UNIT} restarted; the gateway answers at {s.url}")
     else:
         manual.launch(s, acct)

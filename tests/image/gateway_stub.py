@@ -139,7 +139,9 @@ def make_handler(token: str) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:  # noqa: N802 (http.server naming)
             url = urllib.parse.urlsplit(self.path)
             if url.path in ("/healthz", "/health") and BROKEN == "unhealthy":
-                self.send_json(503, {"ok": False, "status": "broken on purpose"})
+                self.send_json(500, {"ok": False, "status": "broken on purpose"})
+            elif url.path in ("/healthz", "/health") and BROKEN == "slow":
+                threading.Event().wait()  # accepted, never answered: every probe times out
             elif url.path in ("/healthz", "/health"):
                 self.send_json(200, {"ok": True, "status": "live"})
             elif url.path in ("/readyz", "/ready"):
@@ -199,14 +201,25 @@ def parse_gateway_args(args: list[str]) -> tuple[str, int, bool]:
     return bind, port, allow_unconfigured
 
 
-#: An image built FROM the stand-in with `ENV THEIAOS_STUB_BROKEN=exit` (refuses to start)
-#: or `=unhealthy` (runs, but /healthz answers 503): what an image update test needs.
+#: An image built FROM the stand-in with `ENV THEIAOS_STUB_BROKEN=` one of: `exit`
+#: (refuses to start), `unhealthy` (runs, /healthz answers 500), `slow` (/healthz is
+#: accepted and never answered: probes time out), `hang` (starts, never listens, ignores
+#: SIGTERM, and its health probe hangs): the broken images an image update meets.
 BROKEN = os.environ.get("THEIAOS_STUB_BROKEN", "")
+
+
+def hang() -> int:
+    log("started; hanging on purpose (THEIAOS_STUB_BROKEN=hang)")
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    while True:
+        signal.pause()
 
 
 def gateway(args: list[str]) -> int:
     if BROKEN == "exit":
         raise StubError("this image is broken on purpose (THEIAOS_STUB_BROKEN=exit)")
+    if BROKEN == "hang":
+        return hang()
     bind, port, allow_unconfigured = parse_gateway_args(args)
     path = config_path()
     config = load_config(path) if not allow_unconfigured or path.exists() else {}
@@ -295,6 +308,8 @@ def main(argv: list[str]) -> int:
         print(VERSION)
         return 0
     if argv[:1] == ["-e"] and len(argv) >= 2:
+        if BROKEN == "hang":
+            threading.Event().wait()  # the probe hangs too: only its timeout ends it
         return probe(argv[1])
     if len(argv) >= 2 and argv[0].endswith(".js"):
         command, rest = argv[1], argv[2:]

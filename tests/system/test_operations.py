@@ -85,7 +85,7 @@ def test_the_container_is_hardened(lab: Lab) -> None:
 
 
 def test_a_gateway_that_never_answers_is_a_failed_start_not_an_active_unit(lab: Lab) -> None:
-    """Notify=healthy: the unit is active only once the health check passes."""
+    """The unit is active only once the health check passes (its ExecStartPost)."""
     good = image_id(lab)
     set_admin(lab, "THEIAOS_PODMAN_START_TIMEOUT=15\n")
     build(lab, "unhealthy", "ENV THEIAOS_STUB_BROKEN=unhealthy\\n", tag="localhost/theiaos:local")
@@ -118,6 +118,35 @@ def test_a_broken_image_rolls_back_by_itself(lab: Lab) -> None:
     assert code == 0 and re.search(r"localhost/theiaos:local\s+" + before[:12] + r".*current", out), out
 
 
+#: What a rollback may add to the start bound: the load, the broken container's stop
+#: (`podman stop -t 10`, then SIGKILL: `hang` ignores SIGTERM) and the previous
+#: image's start (images.py).
+ROLLBACK_MARGIN = 40
+SHORT_START = 15
+
+
+@pytest.mark.parametrize("broken", ["hang", "slow", "unhealthy"])
+def test_an_image_that_never_answers_rolls_back_before_the_verb_returns(lab: Lab, broken: str) -> None:
+    """Starts but never listens and its probe hangs; its probe times out; it answers
+    500: each time the previous image answers when `image load` returns 1."""
+    before = image_id(lab)
+    set_admin(lab, f"THEIAOS_PODMAN_START_TIMEOUT={SHORT_START}\n")
+    try:
+        new = build(lab, broken, f"ENV THEIAOS_STUB_BROKEN={broken}\n")
+        began = time.monotonic()
+        code, out = ctl(lab, "image", "load", f"/var/tmp/{broken}.tar")
+        took = time.monotonic() - began
+        answers = http_get("/healthz") == 200  # at once: before anything else runs
+        assert code == 1 and "rolled back" in out, out
+        assert f"did not answer within {SHORT_START} s" in out, out  # and why
+        assert answers, out
+        assert took < SHORT_START + ROLLBACK_MARGIN, f"{took:.0f} s:\n{out}"
+        assert image_id(lab) == before == running_image(lab) != new
+        print(f"{broken}: rolled back in {took:.1f} s")
+    finally:
+        set_admin(lab, "")
+
+
 def test_a_good_image_switches_and_rollback_goes_back(lab: Lab) -> None:
     before = image_id(lab)
     new = build(lab, "good", "LABEL rev=good\\n")
@@ -134,7 +163,7 @@ def test_a_good_image_switches_and_rollback_goes_back(lab: Lab) -> None:
 
 
 def test_podmans_auto_update_restarts_onto_a_new_image_and_rolls_back_a_broken_one(lab: Lab) -> None:
-    set_admin(lab, "THEIAOS_PODMAN_AUTO_UPDATE=local\n")
+    set_admin(lab, f"THEIAOS_PODMAN_AUTO_UPDATE=local\nTHEIAOS_PODMAN_START_TIMEOUT={SHORT_START}\n")
     try:
         quadlet = lab.host_path(f"{HOME}/.config/containers/systemd/theiaos.container").read_text()
         assert "AutoUpdate=local" in quadlet
