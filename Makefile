@@ -1,5 +1,6 @@
 # theiaos-podman: build, test and demo. Everything runs on Debian's own python3.
 #   make check   install what the tests need, then run every test tier
+#   make soak    the lab lifecycles with 15 timed boots each, the real gateway with 5
 #   make demo    build the .deb, boot the lab, install it, bring the gateway up
 #                (GATEWAY=real: the public gateway from npm instead of the stand-in)
 #   make deb     build dist/theiaos-podman_<version>_all.deb
@@ -51,7 +52,7 @@ define rpmbuild
 	cp build/rpm$(1)/RPMS/noarch/theiaos-podman-$(VERSION)-$(1).noarch.rpm $@
 endef
 
-.PHONY: deps check test deb rpm repo demo lint clean piuparts bench
+.PHONY: deps check test soak deb rpm repo demo lint clean piuparts bench
 deps: $(VENV)/.done
 
 $(VENV)/.done: Makefile
@@ -108,6 +109,13 @@ check: deps $(DEB) $(DEB_NEXT) repo
 		$(VPY) -m pytest -ra $(PYTEST_ARGS)
 
 test: check
+
+# The readiness proof: 15 boots in each of the deb and rpm labs and 5 with the real
+# gateway, every one timed (make check boots each lab 3 times). About 15 minutes.
+SOAK_TESTS := tests/system/test_lifecycle_deb.py tests/system/test_lifecycle_rpm.py \
+	tests/system/test_real_gateway.py
+soak:
+	THEIAOS_POWER_CYCLES=15 THEIAOS_REAL_POWER_CYCLES=5 $(MAKE) check PYTEST_ARGS="$(SOAK_TESTS)"
 
 # Debian's package tester alone (make check runs it too): install/purge of the .deb and
 # the upgrade from the last release, offline, in a cached Debian 13 base.

@@ -7,8 +7,10 @@ import http.client
 import os
 import shutil
 import socket
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -45,6 +47,69 @@ def port_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+#: Power cycles per lab in the readiness tests (make check; `make soak` runs more).
+POWER_CYCLES = int(os.environ.get("THEIAOS_POWER_CYCLES", "3"))
+#: How long the unit may stay "activating" after the gateway first answers.
+LATE_BOUND = 5.0
+
+
+class Readiness(NamedTuple):
+    """One boot, timed inside the lab from the moment it is up (seconds)."""
+
+    answer: float  # the first 200 from /healthz
+    active: float  # systemd reports theiaos.service active
+
+    @property
+    def late(self) -> float:
+        return max(0.0, self.active - self.answer)
+
+
+# Inside the lab, every 0.2 s: the gateway's first answer and the unit's first "active".
+_READY_LOOP = """
+t0=$(date +%s.%N); a=; u=; unit="--machine theiaos@ --user is-active theiaos.service"
+while [ -z "$a" ] || [ -z "$u" ]; do
+  if [ "$(($(date +%s) - ${t0%.*}))" -gt BOUND ]; then echo "$t0 ${a:-none} ${u:-none}"; exit 1; fi
+  [ -z "$a" ] && curl -fsS -o /dev/null -m 1 http://127.0.0.1:PORT/healthz 2>/dev/null && a=$(date +%s.%N)
+  [ -z "$u" ] && [ "$(systemctl $unit 2>/dev/null)" = active ] && u=$(date +%s.%N)
+  sleep 0.2
+done
+echo "$t0 $a $u"
+"""
+
+
+def power_cycles(lab: Lab, count: int = POWER_CYCLES, port: int = 18789,
+                 bound: int = 200) -> list[Readiness]:
+    """Power the lab off and on ``count`` times; each time the gateway must answer and
+    the unit turn active within ``bound`` s, and the unit may turn active at most
+    LATE_BOUND s after the first answer. Reports every boot and the worst."""
+    seen: list[Readiness] = []
+    for n in range(count):
+        lab.power_cycle()
+        script = _READY_LOOP.replace("PORT", str(port)).replace("BOUND", str(bound))
+        proc = lab.run("sh", "-c", script, check=False, timeout=bound + 60)
+        fields = proc.stdout.split()
+        if proc.returncode != 0 or len(fields) != 3:
+            pytest.fail(f"boot {n + 1}/{count}: not up within {bound} s ({proc.stdout.strip()}):\n"
+                        f"{_boot_journal(lab)}")
+        t0, a, u = map(float, fields)
+        seen.append(Readiness(a - t0, u - t0))
+        if seen[-1].late > LATE_BOUND:
+            pytest.fail(f"boot {n + 1}/{count}: the gateway answered {seen[-1].answer:.1f} s after "
+                        f"boot but theiaos.service turned active only {seen[-1].late:.1f} s "
+                        f"later:\n{_boot_journal(lab)}")
+    worst = max(seen, key=lambda r: r.late)
+    report = (f"{count} power cycles: answers after " + ", ".join(f"{r.answer:.1f}" for r in seen)
+              + f" s; worst: active {worst.late:.2f} s after the first answer")
+    print(report)
+    warnings.warn(report, stacklevel=2)  # in the summary of every run (-ra)
+    return seen
+
+
+def _boot_journal(lab: Lab) -> str:
+    return lab.run("sh", "-c", "journalctl -b -o short-precise --no-pager | grep -v 'GET /healthz' "
+                   "| grep -i -e theiaos -e notify -e podman | tail -n 120", check=False).stdout
 
 
 class Installed:
