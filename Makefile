@@ -26,11 +26,14 @@ PIP_DEPS := ruff==0.8.6 mypy==1.13.0
 RPM := dist/theiaos-podman-$(VERSION)-1.noarch.rpm
 RPM_NEXT := dist/theiaos-podman-$(VERSION)-2.noarch.rpm
 # The released packages, exactly as built then: the lifecycle tests upgrade from the
-# newest of them to the packages just built (../shared/releases/README.md).
+# newest of them to the packages just built (../shared/releases/README.md). The file
+# `releases` records each version's commit: on a clone without RELEASES, `make released`
+# rebuilds the newest from the repository's history (tests/releases.py, cached).
 RELEASES ?= $(abspath ../shared/releases)
-RELEASE := $(shell ls $(RELEASES) | grep -xE '[0-9]+\.[0-9]+\.[0-9]+' | sort -V | tail -n 1)
-RELEASE_DEB := $(RELEASES)/$(RELEASE)/theiaos-podman_$(RELEASE)-1_all.deb
-RELEASE_RPM := $(RELEASES)/$(RELEASE)/theiaos-podman-$(RELEASE)-1.noarch.rpm
+RELEASE := $(shell sed -n 's/^\([0-9]*\.[0-9]*\.[0-9]*\) .*/\1/p' releases | sort -V | tail -n 1)
+RELEASED_DIR = $(RELEASES)
+RELEASE_DEB = $(RELEASED_DIR)/$(RELEASE)/theiaos-podman_$(RELEASE)-1_all.deb
+RELEASE_RPM = $(RELEASED_DIR)/$(RELEASE)/theiaos-podman-$(RELEASE)-1.noarch.rpm
 
 # $(call stdeb,BUILD-DIR,DEBIAN-REVISION): stdeb with Debian's own python3 first on PATH.
 define stdeb
@@ -95,8 +98,9 @@ repo: $(RPM) $(RPM_NEXT) released
 
 .PHONY: released
 released:
-	@test -f $(RELEASE_DEB) -a -f $(RELEASE_RPM) || { echo "no released packages in" \
-		"$(RELEASES) (set RELEASES=DIR: DIR/VERSION/theiaos-podman_VERSION-1_all.deb and .rpm)"; exit 1; }
+	$(eval RELEASED_DIR := $(shell $(PY) -m tests.releases $(RELEASES) | tail -n 1))
+	@test -f $(RELEASE_DEB) -a -f $(RELEASE_RPM) || { echo "no released packages for" \
+		"$(RELEASE) (set RELEASES=DIR: DIR/VERSION/theiaos-podman_VERSION-1_all.deb and .rpm)"; exit 1; }
 	@case "$(RELEASE)" in $(VERSION)) echo "the package's version $(VERSION) is already" \
 		"released: bump theiaos_pkg/__init__.py"; exit 1;; esac
 
