@@ -173,9 +173,13 @@ def ready_argv(sp: Spec) -> list[str]:
     "activating" until it exits, so the unit turns active within READY_INTERVAL (plus
     one check) of the gateway's first answer, whatever becomes of an sd_notify message
     or of Podman's health timers. A gateway that never answers keeps it running until
-    TimeoutStartSec fails the start, as before."""
-    loop = (f"until /usr/bin/podman healthcheck run {sp.name} >/dev/null 2>&1; "
-            f"do sleep {READY_INTERVAL}; done")
+    TimeoutStartSec fails the start; one that exits ends it at once."""
+    # systemd runs the unit's main process out of START_POST only once this exits: when
+    # the main process (conmon, or the plain unit's podman) is gone, give up at once.
+    # $$ reaches the shell as $: MAINPID is in its environment (systemd.exec(5)).
+    loop = (f"until /usr/bin/podman healthcheck run {sp.name} >/dev/null 2>&1; do "
+            "[ -z \"$$MAINPID\" ] || kill -0 \"$$MAINPID\" 2>/dev/null || exit 1; "
+            f"sleep {READY_INTERVAL}; done")
     return ["/bin/sh", "-c", loop]
 
 

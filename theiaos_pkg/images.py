@@ -4,7 +4,7 @@ now is kept as PREVIOUS, the gateway restarts onto the new one and must answer w
 THEIAOS_PODMAN_START_TIMEOUT; if it does not, PREVIOUS is put back, the gateway
 restarted on it and confirmed healthy, and the verb fails saying "rolled back".
 
-A new image that exits, hangs, times out its probe or answers 500 is given up on when
+A new image that exits or does not answer (500, a hang) is given up on when
 the start bound has passed since its restart was queued: before systemd's own
 TimeoutStartSec (which counts from later, once the old container is stopped) would fail
 the start, so the rollback is an ordinary restart (ExecStop stops the broken container,
