@@ -7,8 +7,8 @@ restarted on it and confirmed healthy, and the verb fails saying "rolled back".
 A new image that exits or does not answer (500, a hang) is given up on when
 the start bound has passed since its restart was queued: before systemd's own
 TimeoutStartSec (which counts from later, once the old container is stopped) would fail
-the start, so the rollback is an ordinary restart (ExecStop stops the broken container,
-SIGKILL after `podman stop -t 10`), never a race with systemd's timeout. The verb thus
+the start (by signals, not ExecStop), so the rollback is an ordinary restart (ExecStop
+stops the broken container, SIGKILL after `podman stop -t 10`). The verb thus
 returns, the previous image answering, within the start bound plus that stop and the
 previous image's start (tests/system/test_operations.py states and checks a margin)."""
 
