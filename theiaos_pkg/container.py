@@ -177,7 +177,8 @@ def ready_argv(sp: Spec) -> list[str]:
     # systemd runs the unit's main process out of START_POST only once this exits: when
     # the main process (conmon, or the plain unit's podman) is gone, give up at once.
     # $$ reaches the shell as $: MAINPID is in its environment (systemd.exec(5)).
-    loop = (f"until /usr/bin/podman healthcheck run {sp.name} >/dev/null 2>&1; do "
+    # Its verdicts ("starting", "unhealthy") go nowhere; Podman's errors reach the journal.
+    loop = (f"until /usr/bin/podman healthcheck run {sp.name} >/dev/null; do "
             "[ -z \"$$MAINPID\" ] || kill -0 \"$$MAINPID\" 2>/dev/null || exit 1; "
             f"sleep {READY_INTERVAL}; done")
     return ["/bin/sh", "-c", loop]
