@@ -85,16 +85,15 @@ HEALTH = ["--health-cmd", HC, "--health-interval", "30s", "--health-timeout", "5
           "--health-retries", "3", "--health-start-period", "120s",
           "--health-on-failure", "kill", "--health-startup-cmd", HC,
           "--health-startup-interval", "1s", "--health-startup-timeout", "5s"]
-def floor_run(port, extra=()):
+def floor_argv(port, extra=()):
     argv = [a.replace("PORT1", str(port + 1)).replace("PORT", str(port)) for a in FLOOR]
     at = argv.index("--pull=never")
     argv[at:at] = list(extra)
-    t = time.perf_counter(); sh(AS + argv); return until_up(port, t)
+    return AS + argv
+def floor_run(port):  # a bare podman run, polled until /healthz answers
+    t = time.perf_counter(); sh(floor_argv(port)); return until_up(port, t)
 def floor_healthy(port):  # as the user waits: podman run, then podman wait healthy
-    argv = [a.replace("PORT1", str(port + 1)).replace("PORT", str(port)) for a in FLOOR]
-    at = argv.index("--pull=never")
-    argv[at:at] = HEALTH
-    t = time.perf_counter(); sh(AS + argv)
+    t = time.perf_counter(); sh(floor_argv(port, HEALTH))
     sh(AS + ["podman", "wait", "--condition=healthy", "--interval=10ms", "bench-floor"])
     return time.perf_counter() - t
 def floor_stop():

@@ -140,8 +140,6 @@ def make_handler(token: str) -> type[BaseHTTPRequestHandler]:
             url = urllib.parse.urlsplit(self.path)
             if url.path in ("/healthz", "/health") and BROKEN == "unhealthy":
                 self.send_json(500, {"ok": False, "status": "broken on purpose"})
-            elif url.path in ("/healthz", "/health") and BROKEN == "slow":
-                threading.Event().wait()  # accepted, never answered: every probe times out
             elif url.path in ("/healthz", "/health"):
                 self.send_json(200, {"ok": True, "status": "live"})
             elif url.path in ("/readyz", "/ready"):
@@ -202,9 +200,8 @@ def parse_gateway_args(args: list[str]) -> tuple[str, int, bool]:
 
 
 #: An image built FROM the stand-in with `ENV THEIAOS_STUB_BROKEN=` one of: `exit`
-#: (refuses to start), `unhealthy` (runs, /healthz answers 500), `slow` (/healthz is
-#: accepted and never answered: probes time out), `hang` (starts, never listens, ignores
-#: SIGTERM, and its health probe hangs): the broken images an image update meets.
+#: (refuses to start), `unhealthy` (runs, /healthz answers 500), `hang` (starts, never
+#: listens, ignores SIGTERM, and its health probe hangs): broken images an update meets.
 BROKEN = os.environ.get("THEIAOS_STUB_BROKEN", "")
 
 

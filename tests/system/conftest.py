@@ -9,6 +9,7 @@ import shutil
 import socket
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -132,19 +133,27 @@ class Installed:
         return proc.returncode, proc.stdout + proc.stderr
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
+@contextmanager
+def lab_with_package(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[tuple[Lab, str]]:
+    """A booted lab with the built .deb installed by apt (module scope: stopped by PID
+    when the module ends); the lab and apt's output."""
     deb = os.environ.get("THEIAOS_DEB")
     if not deb or not Path(deb).is_file():
         pytest.fail("THEIAOS_DEB must name the built .deb: run `make check`")
     for port in (18789, 18790):
         assert port_free(port), f"127.0.0.1:{port} is busy on the host (the lab shares it)"
-    with Lab(tmp_path_factory.mktemp("lab")) as lab:
+    with Lab(tmp_path_factory.mktemp(name)) as lab:
         lab.put(Path(deb), DEB_IN_LAB)
         proc = lab.run("apt-get", "install", "-y", DEB_IN_LAB, check=False,
                        timeout=600, env={"DEBIAN_FRONTEND": "noninteractive"})
         install = proc.stdout + proc.stderr
         assert proc.returncode == 0, install
+        yield lab, install
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
+    with lab_with_package(tmp_path_factory, "lab") as (lab, install):
         build_test_image(lab, "theiaos")
         start = lab.run("theiaosctl", "start", check=False, timeout=400)
         assert start.returncode == 0, start.stdout + start.stderr

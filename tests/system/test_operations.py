@@ -129,8 +129,8 @@ ROLLBACK_MARGIN = 40
 SHORT_START = 15
 
 
-# `hang` and `slow` (tests/image/gateway_stub.py) do not pass yet: the verb returned
-# with the previous image not answering (issue 15, part 3; see its note).
+# `hang` (tests/image/gateway_stub.py) and an image whose probe times out do not pass
+# yet: the verb returned with the previous image not answering (issue 15, part 3).
 @pytest.mark.parametrize("broken", ["unhealthy"])
 def test_an_image_that_never_answers_rolls_back_before_the_verb_returns(lab: Lab, broken: str) -> None:
     """It answers 500: the previous image answers when `image load` returns 1."""

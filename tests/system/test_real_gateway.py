@@ -12,7 +12,6 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -20,7 +19,7 @@ from theiaos_pkg.envfile import value as token_of
 
 from ..gateway_image import load_real_image
 from ..lab import IMAGE_REF, Lab
-from .conftest import DEB_IN_LAB, HOME, lab_only, port_free, power_cycles
+from .conftest import HOME, lab_only, lab_with_package, power_cycles
 
 pytestmark = lab_only
 
@@ -103,16 +102,7 @@ class Real:
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Real]:
-    deb = os.environ.get("THEIAOS_DEB")
-    if not deb or not Path(deb).is_file():
-        pytest.fail("THEIAOS_DEB must name the built .deb: run `make check`")
-    for port in (18789, 18790):
-        assert port_free(port), f"127.0.0.1:{port} is busy on the host (the lab shares it)"
-    with Lab(tmp_path_factory.mktemp("real-gateway")) as lab:
-        lab.put(Path(deb), DEB_IN_LAB)
-        proc = lab.run("apt-get", "install", "-y", DEB_IN_LAB, check=False, timeout=600,
-                       env={"DEBIAN_FRONTEND": "noninteractive"})
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+    with lab_with_package(tmp_path_factory, "real-gateway") as (lab, _):
         admin = lab.host_path("/etc/theiaos/podman.env").read_text().splitlines()
         assert all(not ln.strip() or ln.lstrip().startswith("#") for ln in admin), \
             "the real-gateway tier runs on the package's default settings"
