@@ -23,9 +23,12 @@ from .settings import (
 if TYPE_CHECKING:
     from .podman import Features
 
+#: The probe gives up by itself after HealthTimeout's 5 s less a margin: Podman does
+#: not stop a probe that hangs (a gateway that accepts and never answers).
 HEALTH_CMD = json.dumps([
     "node", "-e",
-    f"fetch('http://127.0.0.1:{CONTAINER_GATEWAY_PORT}/healthz')"
+    f"fetch('http://127.0.0.1:{CONTAINER_GATEWAY_PORT}/healthz',"
+    "{signal:AbortSignal.timeout(4000)})"
     ".then(r=>process.exit(r.ok?0:1),()=>process.exit(1))",
 ])
 ONBOARD = ("node", "dist/index.js", "onboard")
@@ -164,22 +167,48 @@ def run_argv(sp: Spec, uid: int, gid: int, *, secret: bool, onboard: bool = Fals
 
 #: How often the unit's start runs the health check until the gateway first answers.
 READY_INTERVAL = "0.5"
+#: One run of the health check may take this long (its own timeout is HealthTimeout,
+#: 5 s, but Podman does not enforce it: a probe that hangs would hang the start).
+PROBE_BOUND = 10
+#: `podman stop -t STOP_WAIT`: SIGTERM, then SIGKILL this many seconds later.
+STOP_WAIT = 10
+#: How long past the start bound the unit's start may take to give up in order:
+#: one probe in flight and the container's stop (TimeoutStartSec is only a backstop).
+START_ROOM = PROBE_BOUND + STOP_WAIT + 10
 
 
-def ready_argv(sp: Spec) -> list[str]:
+def unit_start_timeout(start_timeout: int, ready_check: bool) -> int:
+    """TimeoutStartSec: with the ready check, the check gives up first (ready_argv)."""
+    return start_timeout + START_ROOM if ready_check else start_timeout
+
+
+def ready_argv(sp: Spec, start_timeout: int) -> list[str]:
     """The unit's ExecStartPost: the container's own health check, run until it passes.
     ``podman healthcheck run`` counts as the startup check Podman's timer would run, so
     Podman's view agrees; systemd runs and tracks this process and keeps the unit
     "activating" until it exits, so the unit turns active within READY_INTERVAL (plus
     one check) of the gateway's first answer, whatever becomes of an sd_notify message
-    or of Podman's health timers. A gateway that never answers keeps it running until
-    TimeoutStartSec fails the start; one that exits ends it at once."""
+    or of Podman's health timers.
+
+    A gateway that has not answered ``start_timeout`` seconds after its container
+    started is stopped here, in order (``podman stop``: SIGTERM, SIGKILL after
+    STOP_WAIT), and the start fails (exit 1): systemd's own TimeoutStartSec, and a
+    stop or restart asked for while the unit starts, would instead signal conmon and
+    Podman (the "conmon exited prematurely" of a container that ignores SIGTERM). One
+    that exits ends the check at once."""
+    name = sp.name
     # systemd runs the unit's main process out of START_POST only once this exits: when
     # the main process (conmon, or the plain unit's podman) is gone, give up at once.
     # $$ reaches the shell as $: MAINPID is in its environment (systemd.exec(5)).
     # Its verdicts ("starting", "unhealthy") go nowhere; Podman's errors reach the journal.
-    loop = (f"until /usr/bin/podman healthcheck run {sp.name} >/dev/null; do "
+    loop = (f"end=$$(( $$(date +%s) + {start_timeout} )); "
+            f"until /usr/bin/timeout -k 2 {PROBE_BOUND - 2} "
+            f"/usr/bin/podman healthcheck run {name} >/dev/null; do "
             "[ -z \"$$MAINPID\" ] || kill -0 \"$$MAINPID\" 2>/dev/null || exit 1; "
+            "if [ \"$$(date +%s)\" -ge \"$$end\" ]; then "
+            f"echo \"{name} did not answer its health check within {start_timeout} s: "
+            "stopping it\" >&2; "
+            f"/usr/bin/podman stop -t {STOP_WAIT} {name} >/dev/null; exit 1; fi; "
             f"sleep {READY_INTERVAL}; done")
     return ["/bin/sh", "-c", loop]
 

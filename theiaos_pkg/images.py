@@ -4,13 +4,14 @@ now is kept as PREVIOUS, the gateway restarts onto the new one and must answer w
 THEIAOS_PODMAN_START_TIMEOUT; if it does not, PREVIOUS is put back, the gateway
 restarted on it and confirmed healthy, and the verb fails saying "rolled back".
 
-A new image that exits or does not answer (500, a hang) is given up on when
-the start bound has passed since its restart was queued: before systemd's own
-TimeoutStartSec (which counts from later, once the old container is stopped) would fail
-the start (by signals, not ExecStop), so the rollback is an ordinary restart (ExecStop
-stops the broken container, SIGKILL after `podman stop -t 10`). The verb thus
-returns, the previous image answering, within the start bound plus that stop and the
-previous image's start (tests/system/test_operations.py states and checks a margin)."""
+A new image that exits or does not answer (500, a probe that times out, a hang) fails
+its start by itself: the unit's ExecStartPost stops a container that has not answered
+within the start bound, in order (`podman stop -t 10`, container.ready_argv), and the
+start fails. The rollback is then an ordinary restart of a failed unit, never a stop
+of a starting one (which systemd does by signals). The verb returns, the previous
+image answering, within the start bound plus container.START_ROOM, the old
+container's stop and the previous image's start (tests/system/test_operations.py
+states and checks a margin)."""
 
 from __future__ import annotations
 
@@ -99,14 +100,13 @@ def change(s: Settings, acct: Account, action: str, source: str | None, report: 
                "`theiaosctl image rollback` goes back")
         return 0
     try:
-        restart(s, acct, report)
+        restart(s, acct, report, _bound(s))
     except GatewayError as exc:
         if not rollback or not keep:
             raise
         report(f"the new image does not answer: rolling back to {keep[:12]}")
         run(["podman", "tag", keep, s.image], as_user=who)
-        # The broken container is stopped first (SIGKILL 10 s after SIGTERM).
-        restart(s, acct, report, s.start_timeout + STOP_MARGIN)
+        restart(s, acct, report, _bound(s))
         raise TheiaosError(
             f"rolled back: the gateway answers again on {keep[:12]}; the new image "
             f"{after[:12]} did not answer within {s.start_timeout} s ({exc.message})",
@@ -132,13 +132,20 @@ def rollback(s: Settings, acct: Account, report: Report) -> int:
         run(["podman", "tag", current, PREVIOUS], as_user=who)
     report(f"{s.image}: {previous[:12]} again ({(current or 'none')[:12]} kept as {PREVIOUS})")
     if running:
-        restart(s, acct, report, s.start_timeout + STOP_MARGIN)
+        restart(s, acct, report, _bound(s))
     return 0
 
 
-#: A rollback's restart stops the broken container before the start bound counts:
-#: `podman stop -t 10`, then SIGKILL and removal.
-STOP_MARGIN = 30
+#: A restart first stops the container that runs: `podman stop -t 10`, then SIGKILL.
+STOP_MARGIN = 15
+
+
+def _bound(s: Settings) -> float:
+    """How long an image change's restart may take before the verb gives up: the old
+    container's stop, then the new one's start until it answers or its unit gives up."""
+    from .container import START_ROOM
+
+    return s.start_timeout + START_ROOM + STOP_MARGIN
 
 
 def restart(s: Settings, acct: Account, report: Report, timeout: float | None = None) -> None:

@@ -111,8 +111,9 @@ def render_plain(s: Settings, podman: Features) -> str:
     keep = {"%U:%G", f"--cidfile={container.CIDFILE}"}
     args = [a if a in keep else escape(a) for a in argv]
     body = _template(PLAIN_TEMPLATE).render(exec_start=" ".join(exec_quote(a) for a in args),
-                                            ready=_ready(container.spec(s)),
-                                            start_timeout=s.start_timeout)
+                                            ready=_ready(container.spec(s), s.start_timeout),
+                                            start_timeout=container.unit_start_timeout(
+                                                s.start_timeout, True))
     return _seal(body)
 
 
@@ -136,8 +137,9 @@ def render(s: Settings, podman: Features) -> str:
         userns_key=podman.userns_key,
         health=podman.health,
         health_startup=podman.health_startup,
-        ready=_ready(sp) if podman.ready_check else "",
+        ready=_ready(sp, s.start_timeout) if podman.ready_check else "",
         start_timeout=s.start_timeout,
+        unit_start_timeout=container.unit_start_timeout(s.start_timeout, podman.ready_check),
         pull_never=podman.pull_key and s.image.startswith("localhost/"),
         auto_update=s.auto_update if s.auto_update != "off" and podman.auto_update_key else "",
         read_only=hard.read_only,
@@ -149,11 +151,11 @@ def render(s: Settings, podman: Features) -> str:
     return _seal(body)
 
 
-def _ready(sp: Any) -> str:
+def _ready(sp: Any, start_timeout: int) -> str:
     """The ExecStartPost= command line that waits for the container's health check."""
     from . import container
 
-    return " ".join(exec_quote(escape(a)) for a in container.ready_argv(sp))
+    return " ".join(exec_quote(escape(a)) for a in container.ready_argv(sp, start_timeout))
 
 
 def _seal(body: str) -> str:

@@ -140,6 +140,8 @@ def make_handler(token: str) -> type[BaseHTTPRequestHandler]:
             url = urllib.parse.urlsplit(self.path)
             if url.path in ("/healthz", "/health") and BROKEN == "unhealthy":
                 self.send_json(500, {"ok": False, "status": "broken on purpose"})
+            elif url.path in ("/healthz", "/health") and BROKEN == "slow":
+                threading.Event().wait()  # accepted, never answered: the probe times out
             elif url.path in ("/healthz", "/health"):
                 self.send_json(200, {"ok": True, "status": "live"})
             elif url.path in ("/readyz", "/ready"):
@@ -200,7 +202,8 @@ def parse_gateway_args(args: list[str]) -> tuple[str, int, bool]:
 
 
 #: An image built FROM the stand-in with `ENV THEIAOS_STUB_BROKEN=` one of: `exit`
-#: (refuses to start), `unhealthy` (runs, /healthz answers 500), `hang` (starts, never
+#: (refuses to start), `unhealthy` (runs, /healthz answers 500), `slow` (runs, accepts
+#: /healthz and never answers: the probe's own timeout ends it), `hang` (starts, never
 #: listens, ignores SIGTERM, and its health probe hangs): broken images an update meets.
 BROKEN = os.environ.get("THEIAOS_STUB_BROKEN", "")
 
@@ -286,7 +289,9 @@ def probe(code: str) -> int:
         raise StubError("the test stand-in node can only evaluate health probes (code mentioning /healthz)")
     match = re.search(r"https?://[^\s'\"`)]+", code)
     url = urllib.parse.urlsplit(match.group(0) if match else PROBE_URL)
-    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port or 80, timeout=5)
+    limit = re.search(r"AbortSignal\.timeout\((\d+)\)", code)  # as node's fetch would
+    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port or 80,
+                                      timeout=int(limit.group(1)) / 1000 if limit else None)
     try:
         conn.request("GET", url.path or "/healthz")
         response = conn.getresponse()

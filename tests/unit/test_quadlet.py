@@ -154,14 +154,21 @@ def test_hardening_and_its_gates() -> None:
     assert "--cap-drop=all --security-opt=no-new-privileges --read-only --memory=2g " \
         "--pids-limit=1024" in plain
     # Readiness is a process systemd tracks, never Notify=healthy (a lost READY=1).
-    ready = 'ExecStartPost=/bin/sh -c "until /usr/bin/podman healthcheck run theiaos'
+    # It gives up by itself at the start bound, stopping the container in order, before
+    # systemd's TimeoutStartSec (a backstop: start bound + START_ROOM) would signal it.
+    ready = ('ExecStartPost=/bin/sh -c "end=$$(( $$(date +%%s) + 120 )); until '
+             '/usr/bin/timeout -k 2 8 /usr/bin/podman healthcheck run theiaos >/dev/null;')
+    stop = "/usr/bin/podman stop -t 10 theiaos >/dev/null; exit 1; fi;"
     for name in ("podman-4.5.container", "podman-5.4.container", "podman-4.3.service"):
-        assert ready in v[name] and "Notify" not in v[name], name
+        assert ready in v[name] and stop in v[name] and "Notify" not in v[name], name
+        assert "TimeoutStartSec=150\n" in v[name], name
     assert "ExecStartPost" not in v["podman-4.4.container"]  # no health check before 4.5
     assert "HealthStartupCmd" in v["podman-4.9.container"]
     assert "HealthStartup" not in v["podman-4.4.container"]
     assert "AutoUpdate=registry" in v["custom-5.4.container"]
     assert "AutoUpdate" not in v["custom-4.4.container"]  # 4.6 and later
-    assert "TimeoutStartSec=60\n" in v["custom-5.4.container"]
+    assert "TimeoutStartSec=90\n" in v["custom-5.4.container"]
+    assert "+ 60 ));" in v["custom-5.4.container"]
+    assert "TimeoutStartSec=60\n" in v["custom-4.4.container"]  # no check: the bound itself
     unsafe = settings.load(environ={"THEIAOS_PODMAN_READ_ONLY": "0"}, admin={}, chosen={})
     assert "ReadOnly" not in quadlet.render(unsafe, Features(VERSIONS["5.4"]))
