@@ -35,7 +35,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from typing import IO, Any, cast
 
-from . import __version__, files, podman, settings, state
+from . import __version__, files, podman, runtime, settings, state
 from .account import Account
 from .errors import TheiaosError
 from .files import Perm
@@ -82,15 +82,14 @@ def _settings_texts() -> dict[str, bytes]:
 def backup(s: Settings, acct: Account, dest: str, with_image: bool, report: Report) -> None:
     """Write the archive to ``dest`` (a path, written 0600 and atomically, or - for
     standard output)."""
-    from . import service
-
     if dest == "-" and sys.stdout.isatty():
         raise BackupError("backup - writes the archive to standard output, which is a terminal",
                           "sudo theiaosctl backup FILE, or: sudo theiaosctl backup - > FILE")
-    was_running = s.quadlet and service.is_active(acct)
+    rt = runtime.of(s, acct)
+    was_running = rt.running()
     if was_running:
         report("stopping the gateway for a consistent copy")
-        service.stop(acct)
+        rt.stop()
     try:
         with tempfile.TemporaryDirectory(prefix="theiaos-backup-") as tmp:
             image_tar = _save_image(s, acct, tmp) if with_image else None
@@ -107,7 +106,8 @@ def backup(s: Settings, acct: Account, dest: str, with_image: bool, report: Repo
                 report(f"backup written to {path} (mode 0600)")
     finally:
         if was_running:
-            _start(s, acct, report)
+            rt.start(lambda line: None)
+            report("the gateway answers again")
 
 
 def _save_image(s: Settings, acct: Account, tmp: str) -> str:
@@ -210,14 +210,6 @@ def _add(tar: tarfile.TarFile, entries: dict[str, Any], name: str, path: str,
         report(f"left out {path}: {files.kind(st.st_mode)}"
                + ("" if not stat.S_ISREG(st.st_mode) else
                   f" of uid {st.st_uid} with {st.st_nlink} link(s)"))
-
-
-def _start(s: Settings, acct: Account, report: Report) -> None:
-    from . import configure
-
-    out = configure.Outcome()
-    configure.activate(s, acct, out, lambda line: None)
-    report("the gateway answers again" if out.healthy else "the gateway did not come back")
 
 
 # --- restore -----------------------------------------------------------------------------

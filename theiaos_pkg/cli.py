@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__, settings
 from .errors import TheiaosError
-from .settings import UNIT, Settings
+from .settings import Settings
 
 if TYPE_CHECKING:
     import argparse
@@ -68,47 +68,24 @@ def cmd_status(s: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_start(s: Settings, args: argparse.Namespace) -> int:
-    from . import configure, manual
+    from . import runtime
 
-    acct = _account(s)
-    if not s.quadlet:
-        manual.launch(s, acct)
-        print(f"container {s.container_name} started (manual mode); the gateway answers "
-              f"at {s.url}")
-        return 0
-    out = configure.Outcome()
-    configure.activate(s, acct, out, _report)
-    return 0 if out.healthy else 1
+    runtime.of(s, _account(s)).start(_report)
+    return 0
 
 
 def cmd_stop(s: Settings, args: argparse.Namespace) -> int:
-    from . import manual, service
+    from . import runtime
 
-    acct = _account(s)
-    if not s.quadlet:
-        state = manual.stop(s, acct)
-        print(f"container {s.container_name}: {state} (manual mode)")
-        return 0
-    st = service.stop(acct)
-    print(f"{UNIT}: {st.active if st else 'inactive (user manager not running)'}")
-    return 0 if st is None or st.active in ("inactive", "failed") else 1
+    stopped, now = runtime.of(s, _account(s)).stop()
+    print(now)
+    return 0 if stopped else 1
 
 
 def cmd_restart(s: Settings, args: argparse.Namespace) -> int:
-    from . import configure, manual
+    from . import runtime
 
-    acct = _account(s)
-    if not s.quadlet:
-        manual.launch(s, acct)
-        print(f"container {s.container_name} restarted (manual mode); the gateway answers "
-              f"at {s.url}")
-        return 0
-    out = configure.Outcome()
-    configure.activate(s, acct, out, lambda line: None, restart=True)
-    if not out.healthy:
-        _report(out.steps[-1].line() if out.steps else "not started")
-        return 1
-    print(f"{UNIT}: restarted; the gateway answers at {s.url}")
+    runtime.of(s, _account(s)).restart(_report)
     return 0
 
 
@@ -121,14 +98,10 @@ def _positive(text: str) -> int:
 
 
 def cmd_logs(s: Settings, args: argparse.Namespace) -> int:
-    from . import journal, manual
-    from .run import stream
+    from . import runtime
 
-    acct = _account(s)
     lines = None if args.follow and args.lines is None else (args.lines or 100)
-    if not s.quadlet:
-        return manual.logs(s, acct, lines, args.follow, args.since)
-    return stream(journal.argv(acct.uid, lines, args.follow, args.since))
+    return runtime.of(s, _account(s)).logs(lines, args.follow, args.since)
 
 
 def _setup_choices(s: Settings, args: argparse.Namespace) -> dict[str, str] | None:
@@ -179,13 +152,13 @@ def cmd_setup(s: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_launch(s: Settings, args: argparse.Namespace) -> int:
-    from . import manual
+    """The doc's launch script: manual mode's container, whatever the setting says."""
+    from . import runtime
 
-    acct = _account(s)
+    rt = runtime.Manual(s, _account(s))
     if args.what == "setup":
-        return manual.onboard(s, acct)
-    manual.launch(s, acct)
-    print(f"container {s.container_name} started; the gateway answers at {s.url}")
+        return rt.onboard()
+    rt.start(_report)
     return 0
 
 

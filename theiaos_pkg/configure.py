@@ -15,38 +15,15 @@ Each step is idempotent and returns a Step saying what it did.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import NamedTuple
 
-from . import account, bus, files, gateway, health, podman, quadlet, service, state, subids, tokens
+from . import account, bus, files, gateway, health, podman, quadlet, runtime, service, settings, state, subids
 from .account import Account
 from .errors import SettingError, TheiaosError, UnsafePathError
 from .files import Perm
 from .run import run
+from .runtime import AUTO_UPDATE_TIMER, LINGER_DIR, Outcome, Report, Step
 from .settings import UNIT, Settings
-
-
-class Step(NamedTuple):
-    name: str
-    state: str  # created | changed | unchanged | kept | skipped | missing | started…
-    detail: str = ""
-
-    def line(self) -> str:
-        return f"{self.name}: {self.state}" + (f" ({self.detail})" if self.detail else "")
-
-
-class Outcome:
-    """What a run did, step by step (filled in as it goes), and whether the gateway answered."""
-
-    def __init__(self) -> None:
-        self.steps: list[Step] = []
-        self.healthy = False
-
-    def changed(self, *names: str) -> bool:
-        return any(s.name in names and s.state == "changed" for s in self.steps)
-
-
-Report = Callable[[str], None]
 
 
 def _state(changed: bool) -> str:
@@ -265,6 +242,7 @@ def _apply_unit(p: Plan, acct: Account) -> Step:
     changed = files.write_bytes(u.path, u.text.encode(), Perm(acct.uid, acct.gid, 0o644))
     if u.rendered and os.geteuid() == 0:
         state.write(state.UNIT_RENDER, u.rendered)
+        state.write(state.UNIT_SETTINGS, settings.format_published(s))
     if u.unit.kind == "plain" and not bus.systemd_running():
         _link_install(s, acct, u.unit)
     state_ = "changed" if changed or done else "unchanged"
@@ -306,130 +284,13 @@ def apply(p: Plan, etc: str, out: Outcome, report: Report) -> Account:
 # --- 3. activate -------------------------------------------------------------------------
 
 
-LINGER_DIR = "/var/lib/systemd/linger"
-
-
-def _linger_file(acct: Account) -> None:
-    """Without logind to ask (chroot, image build, policy-rc.d): logind reads this file
-    at boot, so the gateway starts with the next boot. Where there is no running systemd
-    and no directory yet, the package makes it and says so (purge removes it again);
-    on a running system it is logind's StateDirectory."""
-    if files.lstat(LINGER_DIR) is None and not bus.systemd_running():
-        state.write(state.LINGER_DIR_MARKER, f"{LINGER_DIR}\n")
-    files.ensure_dir(LINGER_DIR, Perm(0, 0, 0o755), parents=Perm(0, 0, 0o755))
-    linger = f"{LINGER_DIR}/{acct.name}"
-    if files.lstat(linger) is None:
-        files.write_bytes(linger, b"", Perm(0, 0, 0o644))
-        state.write(state.LINGER_MARKER, f"{acct.name}\n")
-
-
-AUTO_UPDATE_TIMER = "podman-auto-update.timer"
-
-
-def _auto_update_timer(s: Settings, acct: Account) -> Step | None:
-    """Podman's own auto-update timer in the account's manager: on while
-    THEIAOS_PODMAN_AUTO_UPDATE is local or registry, off again when the package turned
-    it on and the setting is off."""
-    want = s.auto_update != "off"
-    ours = state.read(state.AUTO_UPDATE_MARKER) is not None
-    if not want and not ours:
-        return None  # not ours to turn off; nothing to ask systemd
-    with bus.UserManager(acct.uid) as mgr:
-        on = mgr.unit_file_state(AUTO_UPDATE_TIMER) == "enabled"
-        if want and not on:
-            mgr.enable(AUTO_UPDATE_TIMER)
-            mgr.reload()
-            mgr.start(AUTO_UPDATE_TIMER, 60)
-            state.write(state.AUTO_UPDATE_MARKER, f"{acct.name}\n")
-            return Step("auto-update", "changed", f"{AUTO_UPDATE_TIMER} enabled ({s.auto_update})")
-        if not want and on and ours:
-            mgr.disable(AUTO_UPDATE_TIMER)
-            mgr.stop(AUTO_UPDATE_TIMER, 60)
-            state.clear(state.AUTO_UPDATE_MARKER)
-            return Step("auto-update", "changed", f"{AUTO_UPDATE_TIMER} disabled")
-    return None
-
-
-def _adopt_linger_dir(acct: Account) -> None:
-    """Without systemd (a chroot or image build), 0.1.0 made /var/lib/systemd/linger
-    without saying so: when this package turned lingering on and the directory holds
-    nothing but its account's file, it is the package's to remove again on purge.
-    (On a running system the directory is logind's StateDirectory: never ours.)"""
-    if bus.systemd_running() or state.read(state.LINGER_DIR_MARKER) is not None \
-            or state.read(state.LINGER_MARKER) is None:
-        return
-    if files.lstat(LINGER_DIR) is not None and _only_entry(LINGER_DIR, acct.name):
-        state.write(state.LINGER_DIR_MARKER, f"{LINGER_DIR}\n")
-
-
-def _only_entry(path: str, name: str) -> bool:
-    with files.open_dir(path) as fd:
-        return os.listdir(fd) == [name]
-
-
 def activate(s: Settings, acct: Account, out: Outcome, report: Report,
              may_start: bool = True, restart: bool = False,
              timeout: float = service.UP_TIMEOUT,
              features: podman.Features | None = None) -> None:
-    """Linger, user manager, image, token secret, then start or restart (when a change
-    is pending, the image changed or ``restart``) and wait until it answers."""
-
-    def add(step: Step) -> None:
-        out.steps.append(step)
-        report(step.line())
-
-    if not s.quadlet:
-        if out.changed("quadlet") and service.manager_running(acct):
-            with bus.UserManager(acct.uid) as mgr:
-                mgr.reload()
-        add(Step("service", "skipped", "manual mode: start the gateway with "
-                 "sudo theiaosctl launch"))
-        return
-    if not bus.systemd_running() or not may_start:
-        _adopt_linger_dir(acct)
-        _linger_file(acct)
-        if not bus.systemd_running():
-            state.clear_pending()  # nothing runs: the next boot starts from what is on disk
-        why = ("systemd is not running (chroot or image build)" if may_start
-               else "policy-rc.d forbids starting services now")
-        add(Step("service", "skipped", f"{why}; lingering takes effect at the next boot"))
-        return
-    # logind's Linger is the existence of this file (logind reads nothing else): with it
-    # there and the manager answering, nothing needs asking (start and a no-op setup).
-    if files.lstat(f"{LINGER_DIR}/{acct.name}") is not None and bus.manager_running(acct.uid):
-        add(Step("linger", "unchanged"))
-    else:
-        if bus.enable_linger(acct.uid):
-            state.write(state.LINGER_MARKER, f"{acct.name}\n")
-            add(Step("linger", "changed"))
-        else:
-            add(Step("linger", "unchanged"))
-        bus.wait_for_user_manager(acct.uid)
-    who = acct.identity()
-    image_id = podman.image_id(who, s.image)
-    if image_id is None:
-        add(Step("image", "missing", podman.provide_hint(who, s.image)))
-        return
-    step = _auto_update_timer(s, acct)
-    if step:
-        add(step)
-    with bus.UserManager(acct.uid) as mgr:  # one connection from here on
-        active = mgr.state(UNIT).running
-        running = podman.running_image(who, s.container_name) if active else None
-        new_image = running is not None and running != image_id
-        add(Step("image", "changed" if new_image else "unchanged", f"{s.image} {image_id[:12]}"))
-        if tokens.sync_secret(s, acct, features or podman.detect()):
-            add(Step("token-secret", "changed",
-                     f"{podman.SECRET} holds the token of {s.env_file}"))
-        pending = state.pending()
-        # A pending change restarts; bring_up reloads only where the unit's files changed
-        # since systemd loaded them, not on every pending change.
-        action = service.bring_up(mgr, s, acct,
-                                  restart=restart or new_image or pending is not None,
-                                  timeout=timeout)
-    state.clear_pending()
-    out.healthy = True
-    add(Step("service", action, f"{UNIT} answers at {s.url}"))
+    """The gateway up on what apply wrote, as its run mode does it (runtime.up)."""
+    runtime.of(s, acct).up(out, report, may_start=may_start, restart=restart,
+                           timeout=timeout, features=features)
 
 
 # --- remove ------------------------------------------------------------------------------

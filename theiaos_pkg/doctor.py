@@ -231,9 +231,7 @@ def _token(s: Settings, acct: Account) -> Check:
                      f"remove gateway.auth.token from {s.config_file}, then "
                      "sudo theiaosctl restart")
     if podman.detect().secret:
-        from . import tokens
-
-        if podman.secret_digest(acct.identity()) != tokens.digest(token):
+        if podman.secret_digest(acct.identity()) != gateway.digest(token):
             return Check("token", False, f"the Podman secret {podman.SECRET} does not hold "
                          f"the token of {s.env_file}", "sudo theiaosctl restart")
         return Check("token", True, f"token in {s.env_file}, the same in the Podman secret "

@@ -27,6 +27,13 @@ def new_token() -> str:
     return secrets.token_hex(32)
 
 
+def digest(token: str) -> str:
+    """How the token secret's label names the token it holds (never the token itself)."""
+    import hashlib
+
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 def read_env(s: Settings, uid: int) -> str:
     """``.env`` as text ("" when missing), checked the way Podman reads it."""
     raw = files.read_bytes(s.env_file, uid, files.SMALL)

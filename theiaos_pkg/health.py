@@ -13,13 +13,9 @@ from collections.abc import Collection, Sequence
 from .settings import Settings
 
 
-def _host(s: Settings) -> str:
-    return "127.0.0.1" if s.publish_address in ("0.0.0.0", "::") else s.publish_address
-
-
 def probe(s: Settings, path: str = "/healthz", timeout: float = 2.0) -> int | None:
     """The HTTP status of ``GET path`` on the published gateway port, None if no answer."""
-    host = _host(s)
+    host = s.local_host
     request = (f"GET {path} HTTP/1.0\r\nHost: {host}:{s.gateway_port}\r\n"
                "Connection: close\r\n\r\n").encode()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -21,7 +21,7 @@ import argparse
 import os
 import sys
 
-from . import bus, configure, files, podman, quadlet, service, settings
+from . import bus, configure, files, podman, quadlet, runtime, service, settings
 from .errors import TheiaosError
 from .settings import UNIT
 
@@ -59,7 +59,7 @@ def do_configure() -> int:
     with files.operation_lock("postinst configure", say=_report):
         plan = configure.preflight(s, "/etc", podman.detect(),
                                    will_start=may_start and bus.systemd_running())
-        out = configure.Outcome()
+        out = runtime.Outcome()
         acct = configure.apply(plan, "/etc", out, _report)
         try:
             configure.activate(s, acct, out, _report, may_start,

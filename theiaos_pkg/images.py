@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from . import podman
+from . import podman, runtime
 from .account import Account
 from .errors import GatewayError, TheiaosError
 from .run import run
@@ -65,12 +65,8 @@ def _load(s: Settings, acct: Account, source: str | None) -> None:
 
 
 def _running_image(s: Settings, acct: Account) -> str | None:
-    """The image id the gateway runs now (service or manual container), None if it runs
-    nothing."""
-    from . import manual, service
-
-    running = service.is_active(acct) if s.quadlet else manual.running(s, acct)
-    return podman.running_image(acct.identity(), s.container_name) if running else None
+    """The image id the gateway runs now, None if it runs nothing."""
+    return runtime.of(s, acct).running_image()
 
 
 def change(s: Settings, acct: Account, action: str, source: str | None, report: Report,
@@ -148,19 +144,9 @@ def _bound(s: Settings) -> float:
     return s.start_timeout + START_ROOM + STOP_MARGIN
 
 
-def restart(s: Settings, acct: Account, report: Report, timeout: float | None = None) -> None:
-    """Restart a running gateway onto its image; it must answer within ``timeout``
-    seconds from the restart's start, the start bound by default."""
-    from . import configure, manual
-    from .settings import UNIT
-
-    if s.quadlet:
-        configure.activate(s, acct, configure.Outcome(), lambda line: None, restart=True,
-                           timeout=s.start_timeout if timeout is None else timeout)
-        report(f"{UNIT} restarted; the gateway answers at {s.url}")
-    else:
-        manual.launch(s, acct)
-        report(f"container {s.container_name} restarted on it (manual mode)")
+def restart(s: Settings, acct: Account, report: Report, timeout: float) -> None:
+    """Restart a running gateway onto its image; it must answer within ``timeout``."""
+    runtime.of(s, acct).restart(report, timeout)
 
 
 def prune(s: Settings, acct: Account, report: Report) -> None:

@@ -1,7 +1,6 @@
-"""Manual mode (the product doc's launch script): the gateway container run directly
+"""Manual mode's container (the product doc's launch script): the gateway run directly
 with ``podman run`` as the service account, from the same Spec as the Quadlet.
-
-`start`, `restart`, `stop`, `logs` and `status` act on this container in manual mode.
+runtime.Manual checks what a launch needs first (and is the only caller).
 """
 
 from __future__ import annotations
@@ -9,29 +8,14 @@ from __future__ import annotations
 import sys
 import time
 
-from . import container, gateway, health, podman, service, state, tokens
+from . import container, gateway, health, podman, state
 from .account import Account
-from .errors import GatewayError, TheiaosError
+from .errors import GatewayError
 from .run import interactive, run, stream
-from .settings import UNIT, Settings
+from .settings import Settings
 
 LAUNCH_TIMEOUT = 60.0
 STOP_SECONDS = 10
-
-
-def _preflight(s: Settings, acct: Account) -> podman.Features:
-    if service.is_active(acct):
-        raise TheiaosError(
-            f"{UNIT} is running and owns the container name {s.container_name}; "
-            "launch would fight systemd over it",
-            "sudo theiaosctl stop (then launch), or keep using the service",
-        )
-    who = acct.identity()
-    if podman.image_id(who, s.image) is None:
-        raise TheiaosError(podman.provide_hint(who, s.image))
-    features = podman.detect()
-    tokens.sync_secret(s, acct, features)
-    return features
 
 
 def container_state(s: Settings, acct: Account) -> dict[str, object]:
@@ -45,9 +29,8 @@ def running(s: Settings, acct: Account) -> bool:
     return bool(container_state(s, acct).get("Running"))
 
 
-def launch(s: Settings, acct: Account) -> None:
+def launch(s: Settings, acct: Account, features: podman.Features) -> None:
     """Start (or replace) the gateway container detached; return only when it answers."""
-    features = _preflight(s, acct)
     who = acct.identity()
     run(container.run_argv(container.spec(s), acct.uid, acct.gid, secret=features.secret,
                            hard=container.hardening(s, features)), as_user=who)
@@ -88,10 +71,9 @@ def logs(s: Settings, acct: Account, lines: int | None, follow: bool, since: str
     return stream([*argv, s.container_name], as_user=acct.identity())
 
 
-def onboard(s: Settings, acct: Account) -> int:
+def onboard(s: Settings, acct: Account, features: podman.Features) -> int:
     """The interactive onboarding wizard (same image and mounts, no ports published),
     on a terminal of its own (run.interactive), never root's."""
-    features = _preflight(s, acct)
     before = gateway.config_token(s, acct.uid)
     code = interactive(container.run_argv(container.spec(s), acct.uid, acct.gid,
                                           secret=features.secret, onboard=True,

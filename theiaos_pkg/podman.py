@@ -200,18 +200,6 @@ def inspect_container(who: Identity, name: str) -> dict[str, Any] | None:
     return data[0] if data else None
 
 
-def published_ports(info: dict[str, Any]) -> frozenset[int]:
-    """The host ports a container (``podman container inspect``) publishes."""
-    bindings = (info.get("HostConfig") or {}).get("PortBindings") or {}
-    ports = set()
-    for hosts in bindings.values():
-        for h in hosts or ():
-            port = str((h or {}).get("HostPort") or "")
-            if port.isdigit():
-                ports.add(int(port))
-    return frozenset(ports)
-
-
 def running_image(who: Identity, name: str) -> str | None:
     """The image id the container ``name`` was created from, None without a container."""
     from . import podstore
@@ -305,7 +293,3 @@ def load(who: Identity, archive: BinaryIO, image: str) -> list[str]:
     if image not in names:
         run(["podman", "tag", names[0], image], as_user=who)
     return names
-
-
-def images(who: Identity) -> int:
-    return stream(["podman", "images"], as_user=who)

@@ -184,15 +184,16 @@ _PUBLISH = re.compile(r"(?:^PublishPort=|\s--publish[= ])(?:\[?([0-9a-fA-F.:]+?)
 
 
 def effective(s: Settings, uid: int | None, on_disk: bool = False) -> Settings:
-    """The settings as the unit on disk has them: the published port and address of the
-    Quadlet are where the gateway answers, and where status and start must ask.
+    """The settings as the unit on disk runs them: where the gateway answers, and where
+    status and start must ask.
 
-    By default only an admin-edited Quadlet (as the product doc invites) counts: setup
-    renders ours from the settings. With ``on_disk``, ours counts too: verbs that start
-    the unit without writing it (start, restart, status) ask where it publishes, also
-    when podman.env changed since the last setup.
-    (``uid``: the account's, which owns the file; None when there is no account.)"""
-    from . import files
+    An admin-edited unit (as the product doc invites) is the admin's input: its
+    published port and address count, for every verb. Ours is never read back: with
+    ``on_disk`` (verbs that start the unit without writing it: start, restart, status)
+    what setup recorded when it rendered ours counts (state.UNIT_SETTINGS), also when
+    podman.env changed since. (``uid``: the account's, which owns the file; None when
+    there is no account.)"""
+    from . import files, settings, state
 
     if uid is None:
         return s
@@ -202,10 +203,12 @@ def effective(s: Settings, uid: int | None, on_disk: bool = False) -> Settings:
         if raw is not None:
             text = raw.decode("utf-8", "replace")
             break
-    if not text or not (on_disk or edited_by_admin(text)):
+    if text and edited_by_admin(text):
+        for m in _PUBLISH.finditer(text):
+            if int(m[3]) == CONTAINER_GATEWAY_PORT:
+                return s._replace(gateway_port=int(m[2]), publish_address=m[1] or "0.0.0.0")
         return s
-    for m in _PUBLISH.finditer(text):
-        if int(m[3]) == CONTAINER_GATEWAY_PORT:
-            return s._replace(gateway_port=int(m[2]),
-                                       publish_address=m[1] or "0.0.0.0")
+    if text and on_disk:
+        return settings.with_published(s, state.read(state.UNIT_SETTINGS),
+                                       state.path(state.UNIT_SETTINGS))
     return s

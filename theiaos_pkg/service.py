@@ -113,10 +113,6 @@ def _rejected(s: Settings, acct: Account, load: str) -> GatewayError:
         f"verify {s.plain_unit_path}")
 
 
-def _left(deadline: float) -> float:
-    return max(0.0, deadline - time.monotonic())
-
-
 #: How often a wait for the gateway asks it (one local HTTP request), and how often
 #: systemd (five calls), whose state only decides when to give up.
 PROBE = 0.01

@@ -15,13 +15,12 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
+from . import state
 from .errors import SettingError
 
 ADMIN_FILE = "/etc/theiaos/podman.env"
-#: The package's own state (removed on purge).
-STATE_DIR = "/var/lib/theiaos-podman"
-#: What `theiaosctl setup --quadlet|--container|--user NAME` chose, kept across upgrades.
-CHOICES_FILE = f"{STATE_DIR}/setup.env"  # state.path(state.CHOICES)
+#: What `theiaosctl setup --quadlet|--container|--user NAME` chose, kept across upgrades
+#: in the package's state (state.CHOICES).
 CHOICE_KEYS = ("THEIAOS_PODMAN_QUADLET", "THEIAOS_PODMAN_ACCOUNT", "THEIAOS_PODMAN_USER",
                "THEIAOS_PODMAN_HOME")
 
@@ -280,13 +279,14 @@ class Settings(NamedTuple):
         return f"{self.plain_unit_dir}/{UNIT}"
 
     @property
+    def local_host(self) -> str:
+        """The address this host reaches the gateway at (any-address: loopback)."""
+        return "127.0.0.1" if self.publish_address in ("0.0.0.0", "::") else self.publish_address
+
+    @property
     def url(self) -> str:
-        host = self.publish_address
-        if host in ("0.0.0.0", "::"):
-            host = "127.0.0.1"
-        elif ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.gateway_port}/"
+        host = self.local_host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.gateway_port}/"
 
 
 def _root_text(path: str | os.PathLike[str]) -> str | None:
@@ -342,14 +342,13 @@ def read_admin_file(path: str | os.PathLike[str] = ADMIN_FILE) -> dict[str, str]
 def read_choices(path: str | os.PathLike[str] | None = None) -> dict[str, str]:
     """What `theiaosctl setup` flags chose (KEY=VALUE lines we wrote); {} if nothing."""
     if path is None:
-        from . import state
-
         path = state.path(state.CHOICES)
     text = _root_text(path)
     return parse_choices(text, path) if text is not None else {}
 
 
-def parse_choices(text: str, path: str | os.PathLike[str] = CHOICES_FILE) -> dict[str, str]:
+def parse_choices(text: str, path: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    path = state.path(state.CHOICES) if path is None else path
     out = {}
     for line in text.splitlines():
         key, sep, value = line.partition("=")
@@ -385,7 +384,7 @@ def load(
         elif environ.get(s.env):
             raw, origin = environ[s.env], "environment"
         elif chosen.get(s.env):
-            raw, origin = chosen[s.env], str(CHOICES_FILE)
+            raw, origin = chosen[s.env], state.path(state.CHOICES)
         elif admin.get(s.env):
             raw, origin = admin[s.env], str(ADMIN_FILE)
         else:
@@ -405,6 +404,33 @@ def load(
             "give them different values",
         )
     return settings
+
+
+#: Where the unit setup last rendered publishes the gateway: recorded with the unit
+#: (state.UNIT_SETTINGS), so that verbs which do not rewrite it (start, status) ask the
+#: gateway where it listens, also after podman.env changed and before setup ran again.
+PUBLISHED = ("gateway_port", "publish_address")
+
+
+def format_published(s: Settings) -> str:
+    by_attr = {x.attr: x for x in TABLE}
+    return "".join(f"{by_attr[a].env}={getattr(s, a)}\n" for a in PUBLISHED)
+
+
+def with_published(s: Settings, text: str | None, origin: str) -> Settings:
+    """``s`` with the recorded PUBLISHED values (format_published's lines) in place."""
+    if text is None:
+        return s
+    by_env = {x.env: x for x in TABLE if x.attr in PUBLISHED}
+    values: dict[str, Any] = {}
+    for line in text.splitlines():
+        key, _, raw = line.partition("=")
+        try:
+            values[by_env[key].attr] = by_env[key].parse(raw)
+        except (KeyError, ValueError):
+            raise SettingError(f"{origin}: unexpected line {line!r}",
+                               "sudo theiaosctl setup (it records the unit again)") from None
+    return s._replace(**values)
 
 
 def env_file_template() -> str:

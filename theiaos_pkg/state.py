@@ -17,15 +17,15 @@ import os
 
 from . import files
 from .files import Perm
-from .settings import STATE_DIR
 
-#: Where the state lives (tests point it into a temporary directory).
-DIR = STATE_DIR
+#: Where the state lives, removed on purge (tests point it into a temporary directory).
+DIR = "/var/lib/theiaos-podman"
 LINGER_MARKER = "linger-enabled-by-package"
 LINGER_DIR_MARKER = "linger-dir-created-by-package"
 PENDING = "restart-pending"
 AUTO_UPDATE_MARKER = "auto-update-enabled-by-package"
 UNIT_RENDER = "unit-rendered"  # quadlet.render_key of the unit on disk, and its digest
+UNIT_SETTINGS = "unit-settings"  # where that unit publishes (settings.format_published)
 PODMAN_VERSION = "podman-version"  # the version of /usr/bin/podman, by its inode and mtime
 CHOICES = "setup.env"
 _MINE = Perm(0, 0, 0o644)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from theiaos_pkg import configure, quadlet, settings
+from theiaos_pkg import configure, quadlet, runtime, settings
 from theiaos_pkg.podman import Features
 
 from ..conftest import needs_root, needs_useradd
@@ -17,8 +17,8 @@ PODMAN = Features((5, 4, 2))
 PODMAN_43 = Features((4, 3, 1))  # Debian 12: no Quadlet
 
 
-def _prepare(s: settings.Settings, etc: Path, podman: Features = PODMAN) -> configure.Outcome:
-    out = configure.Outcome()
+def _prepare(s: settings.Settings, etc: Path, podman: Features = PODMAN) -> runtime.Outcome:
+    out = runtime.Outcome()
     plan = configure.preflight(s, str(etc), podman, will_start=False)  # ports: own test
     configure.apply(plan, str(etc), out, lambda _line: None)
     return out

@@ -107,6 +107,30 @@ def test_effective_port_of_an_edited_quadlet(tmp_path: Path) -> None:
     assert (moved.gateway_port, moved.publish_address) == (8080, "0.0.0.0")
 
 
+def test_our_unit_is_never_read_back_setup_records_where_it_publishes(tmp_path: Path) -> None:
+    """start and status ask where the unit on disk publishes: from what setup recorded
+    when it rendered it (settings.format_published), not parsed out of our own file."""
+    from theiaos_pkg import state
+
+    s = settings.load(environ={"THEIAOS_PODMAN_HOME": str(tmp_path)}, admin={}, chosen={})
+    path = Path(s.quadlet_path)
+    path.parent.mkdir(parents=True)
+    path.write_text(quadlet.render(s, Features(VERSIONS["5.4"])))
+    assert quadlet.effective(s, os.getuid(), on_disk=True) == s  # nothing recorded
+    moved = s._replace(gateway_port=28789, publish_address="0.0.0.0")
+    state.write(state.UNIT_SETTINGS, settings.format_published(moved))
+    assert Path(state.path(state.UNIT_SETTINGS)).read_text() == \
+        "THEIAOS_PODMAN_GATEWAY_HOST_PORT=28789\nTHEIAOS_PODMAN_PUBLISH_ADDRESS=0.0.0.0\n"
+    assert quadlet.effective(s, os.getuid(), on_disk=True) == moved
+    assert quadlet.effective(s, os.getuid()) == s  # setup renders from the settings
+    path.unlink()
+    assert quadlet.effective(s, os.getuid(), on_disk=True) == s  # manual mode: no unit
+    path.write_text(quadlet.render(s, Features(VERSIONS["5.4"])))
+    state.write(state.UNIT_SETTINGS, "THEIAOS_PODMAN_GATEWAY_HOST_PORT=80000\n")
+    with pytest.raises(settings.SettingError, match="unexpected line"):
+        quadlet.effective(s, os.getuid(), on_disk=True)
+
+
 def test_one_spec_three_renderings() -> None:
     """Quadlet, plain unit and `launch` publish, mount and run the same container."""
     from theiaos_pkg import container
