@@ -9,91 +9,18 @@ Every D-Bus error is turned into a BusError naming what failed.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
+from .binding import load as _pystemd
 from .errors import BusError
 
 SYSTEMD = b"org.freedesktop.systemd1"
 SYSTEMD_PATH = b"/org/freedesktop/systemd1"
 LOGIN1 = b"org.freedesktop.login1"
 LOGIN1_PATH = b"/org/freedesktop/login1"
-
-
-def _pystemd() -> tuple[Any, Any]:
-    """(pystemd.dbuslib, pystemd.dbusexc) at the cost of the binding itself, which is most
-    of what `theiaosctl status` spends beyond Python's own start:
-
-    - without pystemd's package __init__, which loads its high-level object layer and with
-      it lxml (for introspection), which nothing here needs: we only make calls whose
-      signatures we know. Python's import machinery creates the package module from its
-      spec without executing it; the submodules then import as usual.
-    - with two of the binding's own imports stood in for while it loads: ``pprint``
-      (which loads dataclasses and inspect, about 20 ms; the binding formats one error
-      message with it) and ``pystemd.utils`` (pathlib, shlex, typing, about 10 ms; the
-      binding takes one function from it). See _binding().
-
-    When something already imported pystemd in full, that is used."""
-    if "pystemd" not in sys.modules:
-        spec = importlib.util.find_spec("pystemd")
-        if spec is None:
-            raise BusError("python3-pystemd is not installed", "apt install python3-pystemd")
-        sys.modules["pystemd"] = importlib.util.module_from_spec(spec)
-    if "pystemd.dbuslib" not in sys.modules:
-        _binding()
-    import pystemd.dbusexc
-    import pystemd.dbuslib
-
-    return pystemd.dbuslib, pystemd.dbusexc
-
-
-def _pformat(obj: object, *args: Any, **kwargs: Any) -> str:
-    import pprint  # the real one: the stand-in left sys.modules once the binding loaded
-
-    return pprint.pformat(obj, *args, **kwargs)
-
-
-def _x2char_star(what: Any, convert_all: bool = False) -> Any:
-    """pystemd.utils.x2char_star: what the binding passes to libsystemd as char*."""
-    if isinstance(what, bytes):
-        return what
-    if isinstance(what, str):
-        return what.encode()
-    if isinstance(what, os.PathLike):
-        return os.fsencode(what)
-    if convert_all:
-        return str(what).lower().encode() if isinstance(what, bool) else repr(what).encode()
-    return what
-
-
-def _binding() -> None:
-    """Import pystemd.dbuslib with stand-ins for ``pprint.pformat`` (which imports the real
-    pprint when first called) and ``pystemd.utils.x2char_star`` (the same function)
-    in sys.modules while it loads; they leave sys.modules afterwards, so every other
-    importer gets the real modules. A pystemd whose binding wants more than these two
-    names fails to import with them: it is then loaded as it is, only slower."""
-    import types
-
-    stand_ins = {}
-    if "pprint" not in sys.modules:
-        stand_ins["pprint"] = types.ModuleType("pprint")
-        stand_ins["pprint"].pformat = _pformat  # type: ignore[attr-defined]
-    if "pystemd.utils" not in sys.modules:
-        stand_ins["pystemd.utils"] = types.ModuleType("pystemd.utils")
-        stand_ins["pystemd.utils"].x2char_star = _x2char_star  # type: ignore[attr-defined]
-    sys.modules.update(stand_ins)
-    try:
-        import pystemd.dbuslib  # noqa: F401
-    except ImportError:
-        sys.modules.pop("pystemd.dbuslib", None)
-    finally:
-        for name, module in stand_ins.items():
-            if sys.modules.get(name) is module:
-                del sys.modules[name]
 
 
 def _dbus_error() -> type[Exception]:
@@ -202,8 +129,10 @@ def private_socket(uid: int) -> str:
     return f"/run/user/{uid}/systemd/private"
 
 
-#: Tests point this at a bus where python-dbusmock plays the user manager.
-TEST_BUS_ENV = "THEIAOS_TEST_USER_MANAGER_BUS"
+#: Where user managers answer: None is each user's private socket (peer to peer); the
+#: D-Bus tests set the address of a bus where python-dbusmock plays the manager (as
+#: they point state.DIR elsewhere). An ``address`` given to a call comes first.
+USER_BUS: str | None = None
 
 
 #: Manager states in which it takes jobs ("stopping": the socket may still be there
@@ -211,29 +140,31 @@ TEST_BUS_ENV = "THEIAOS_TEST_USER_MANAGER_BUS"
 _SERVING = ("initializing", "starting", "running", "degraded")
 
 
-def manager_state(uid: int) -> str | None:
-    """The user manager's SystemState when it answers on its private socket, else None
-    (no socket, connection refused, or it does not answer)."""
-    if not os.environ.get(TEST_BUS_ENV) and not os.path.exists(private_socket(uid)):
+def manager_state(uid: int, address: str | None = None) -> str | None:
+    """The user manager's SystemState when it answers on its private socket (or on the
+    bus at ``address``, as UserManager takes it), else None (no socket, connection
+    refused, or it does not answer)."""
+    address = address or USER_BUS
+    if address is None and not os.path.exists(private_socket(uid)):
         return None
     try:
-        with UserManager(uid) as mgr:
+        with UserManager(uid, address) as mgr:
             return _text(mgr._get(b"SystemState", b"s"))
     except (BusError, _dbus_error()):
         return None
 
 
-def manager_running(uid: int) -> bool:
+def manager_running(uid: int, address: str | None = None) -> bool:
     """Whether the user manager of ``uid`` answers and takes jobs."""
-    return manager_state(uid) in _SERVING
+    return manager_state(uid, address) in _SERVING
 
 
-def wait_for_user_manager(uid: int, timeout: float = 60.0) -> None:
+def wait_for_user_manager(uid: int, timeout: float = 60.0, address: str | None = None) -> None:
     """Lingering starts ``user@UID.service`` asynchronously: wait (bounded) until the
     manager answers on its socket and takes jobs, not just until the socket exists."""
     deadline = time.monotonic() + timeout
     while True:
-        state = manager_state(uid)
+        state = manager_state(uid, address)
         if state in _SERVING:
             return
         if time.monotonic() > deadline:
@@ -265,15 +196,15 @@ class UnitState(NamedTuple):
 
 
 class UserManager:
-    """A connection to one user's systemd manager; use as a context manager."""
+    """A connection to one user's systemd manager; use as a context manager. By default
+    its private socket, peer to peer; ``address``: a bus where a manager answers (as
+    pystemd's DBusAddress takes it; the tests' python-dbusmock)."""
 
-    def __init__(self, uid: int, address: str | None = None, peer_to_peer: bool = True):
+    def __init__(self, uid: int, address: str | None = None, peer_to_peer: bool | None = None):
         self.uid = uid
-        test_bus = os.environ.get(TEST_BUS_ENV)
-        if address is None and test_bus:
-            address, peer_to_peer = test_bus, False
+        address = address or USER_BUS
         self.address = address or f"unix:path={private_socket(uid)}"
-        self.peer_to_peer = peer_to_peer
+        self.peer_to_peer = address is None if peer_to_peer is None else peer_to_peer
         self._bus: Any = None
         self._paths: dict[str, bytes] = {}
 

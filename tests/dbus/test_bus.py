@@ -24,7 +24,7 @@ def mgr(manager: dbus.Interface) -> Iterator[tuple[dbus.Interface, bus.UserManag
 
 def test_linger_is_enabled_once(logind: dbus.Interface, manager: dbus.Interface,
                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(bus.TEST_BUS_ENV, os.environ["DBUS_SESSION_BUS_ADDRESS"])
+    monkeypatch.setattr(bus, "USER_BUS", os.environ["DBUS_SESSION_BUS_ADDRESS"])
     assert bus.manager_running(UID)  # the mock user manager answers: "running"
     assert bus.linger_enabled(UID) is False
     assert bus.enable_linger(UID) is True
@@ -86,15 +86,14 @@ def test_a_stopping_manager_is_waited_for_until_one_answers(
         manager: dbus.Interface, monkeypatch: pytest.MonkeyPatch) -> None:
     """The private socket of a manager that is going away still exists: waiting for the
     file is not enough; wait until a manager answers and takes jobs."""
-    monkeypatch.setenv(bus.TEST_BUS_ENV, os.environ["DBUS_SESSION_BUS_ADDRESS"])
+    address = os.environ["DBUS_SESSION_BUS_ADDRESS"]
     manager.UpdateProperties("org.freedesktop.systemd1.Manager", {"SystemState": "stopping"})
-    assert bus.manager_state(UID) == "stopping" and not bus.manager_running(UID)
+    assert bus.manager_state(UID, address) == "stopping" and not bus.manager_running(UID, address)
     with pytest.raises(BusError, match="does not answer after 0 s \\(state stopping\\)"):
-        bus.wait_for_user_manager(UID, timeout=0.3)
+        bus.wait_for_user_manager(UID, timeout=0.3, address=address)
     manager.UpdateProperties("org.freedesktop.systemd1.Manager", {"SystemState": "running"})
-    bus.wait_for_user_manager(UID, timeout=5)
+    bus.wait_for_user_manager(UID, timeout=5, address=address)
 
 
 def test_no_socket_no_manager(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(bus.TEST_BUS_ENV, raising=False)
     assert bus.manager_state(4242424) is None and not bus.manager_running(4242424)

@@ -51,7 +51,7 @@ def _settings(port: int) -> settings.Settings:
 def user_bus(manager: dbus.Interface, monkeypatch: pytest.MonkeyPatch) -> dbus.Interface:
     import os
 
-    monkeypatch.setenv(bus.TEST_BUS_ENV, os.environ["DBUS_SESSION_BUS_ADDRESS"])
+    monkeypatch.setattr(bus, "USER_BUS", os.environ["DBUS_SESSION_BUS_ADDRESS"])
     return manager
 
 
@@ -72,7 +72,9 @@ def unit(buses: object) -> dbus.Interface:
 
 
 def _bring_up(s: settings.Settings, **kwargs: Any) -> str:
-    with bus.UserManager(UID) as mgr:
+    import os
+
+    with bus.UserManager(UID, os.environ["DBUS_SESSION_BUS_ADDRESS"]) as mgr:
         return service.bring_up(mgr, s, ACCT, **kwargs)
 
 

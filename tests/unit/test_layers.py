@@ -14,7 +14,7 @@ LAYERS = {
     "runtime": {"runtime", "service", "manual"},
     "domain": {"settings", "container", "quadlet", "gateway", "subids", "account", "envfile",
                "logindefs", "podman", "podstore", "health", "journal", "state", "data"},
-    "doors": {"run", "pty_relay", "files", "bus", "errors", "__init__"},
+    "doors": {"run", "pty_relay", "files", "bus", "binding", "errors", "__init__"},
 }
 RANK = {m: i for i, mods in enumerate(LAYERS.values()) for m in mods}
 
