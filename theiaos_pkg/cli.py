@@ -107,15 +107,17 @@ def cmd_logs(s: Settings, args: argparse.Namespace) -> int:
 
 def _setup_choices(s: Settings, args: argparse.Namespace) -> dict[str, str] | None:
     """The choices setup's flags make (None: no flag given). Nothing is saved here."""
-    if args.doc_defaults and not args.mode and "THEIAOS_PODMAN_QUADLET" not in os.environ:
+    mode, kind, user, home = (settings.env_name(a)
+                              for a in ("quadlet", "account_kind", "user", "home"))
+    if args.doc_defaults and not args.mode and mode not in os.environ:
         args.mode = "container"  # setup-podman.sh without flags: the doc's manual mode
     if not args.mode and not args.user:
         return None
     choices = settings.read_choices()
-    if args.mode and "THEIAOS_PODMAN_QUADLET" not in os.environ:
-        choices["THEIAOS_PODMAN_QUADLET"] = "1" if args.mode == "quadlet" else "0"
+    if args.mode and mode not in os.environ:
+        choices[mode] = "1" if args.mode == "quadlet" else "0"
     if args.user:
-        for key in ("THEIAOS_PODMAN_ACCOUNT", "THEIAOS_PODMAN_USER", "THEIAOS_PODMAN_HOME"):
+        for key in (kind, user, home):
             choices.pop(key, None)
         if args.user != settings.load(environ={}, admin={}, chosen={}).user:
             from . import account
@@ -125,8 +127,7 @@ def _setup_choices(s: Settings, args: argparse.Namespace) -> dict[str, str] | No
             if acct is None:
                 raise TheiaosError(f"there is no account {args.user}",
                                    f"create it first: useradd --create-home {args.user}")
-            choices.update(THEIAOS_PODMAN_ACCOUNT="existing", THEIAOS_PODMAN_USER=acct.name,
-                           THEIAOS_PODMAN_HOME=acct.home)
+            choices.update({kind: "existing", user: acct.name, home: acct.home})
     return choices
 
 

@@ -68,7 +68,7 @@ class Plan(NamedTuple):
         return f"changed {', '.join(what)}" if what else None
 
 
-_DIR_SETTINGS = (("config_dir", "THEIAOS_CONFIG_DIR"), ("workspace_dir", "THEIAOS_WORKSPACE_DIR"))
+_DIR_SETTINGS = ("config_dir", "workspace_dir")
 
 
 def _check_dir(path: str, setting: str, s: Settings, ap: account.Plan) -> None:
@@ -110,8 +110,7 @@ def _check_ports(s: Settings, ours: frozenset[int]) -> None:
     forwarder, pasta or rootlessport) belong to the account's uid (``ours``), also while
     a restart is half done."""
     lowest = _unprivileged_start()
-    ports = {"THEIAOS_PODMAN_GATEWAY_HOST_PORT": s.gateway_port,
-             "THEIAOS_PODMAN_BRIDGE_HOST_PORT": s.bridge_port}
+    ports = {settings.env_name(a): getattr(s, a) for a in ("gateway_port", "bridge_port")}
     for setting, port in ports.items():
         if port < lowest:
             raise SettingError(
@@ -174,17 +173,19 @@ def preflight(s: Settings, etc: str, features: podman.Features,
     ap = account.plan(etc, s.user, s.home, s.account_kind == "existing")
     uid = ap.existing.uid if ap.existing else None
     sub = subids.check(etc, s.user, uid)
-    for attr, setting in _DIR_SETTINGS:
-        _check_dir(getattr(s, attr), setting, s, ap)
+    for attr in _DIR_SETTINGS:
+        _check_dir(getattr(s, attr), settings.env_name(attr), s, ap)
     if s.quadlet:
-        _check_dir(quadlet.unit_file(s, features.unit_kind).directory, "THEIAOS_PODMAN_HOME", s, ap)
+        _check_dir(quadlet.unit_file(s, features.unit_kind).directory,
+                   settings.env_name("home"), s, ap)
     cfg = gateway.plan(s, uid)
     unit = _plan_unit(s, features, uid)
     if s.auto_update != "off" and not (s.quadlet and features.auto_update_key):
+        name = settings.env_name("auto_update")
         raise SettingError(
-            f"THEIAOS_PODMAN_AUTO_UPDATE={s.auto_update}: Podman's auto-update needs the "
+            f"{name}={s.auto_update}: Podman's auto-update needs the "
             f"Quadlet service and Podman 4.6 or later (this is {features.label()})",
-            "set THEIAOS_PODMAN_AUTO_UPDATE=off in /etc/theiaos/podman.env")
+            f"set {name}=off in {settings.ADMIN_FILE}")
     if will_start:
         _check_ports(s, also_ours | ({uid} if uid is not None else set()))
     return Plan(s, features, ap, sub, cfg, unit)

@@ -14,10 +14,10 @@ import stat
 from collections.abc import Callable
 from typing import NamedTuple
 
-from . import account, bus, files, gateway, health, podman, state, subids
+from . import account, bus, files, gateway, health, podman, settings, state, subids
 from .account import Account
 from .errors import TheiaosError
-from .settings import UNIT, Settings
+from .settings import TOKEN_KEY, UNIT, Settings
 
 
 class Check(NamedTuple):
@@ -125,7 +125,7 @@ def _unit(s: Settings, acct: Account) -> Check:
 def _settings_applied(s: Settings, acct: Account) -> Check:
     """Our unit on disk is what the settings render now (podman.env or the environment
     changed since the last setup otherwise)."""
-    from . import quadlet, settings
+    from . import quadlet
 
     path, _what = _unit_file(s)
     raw = files.read_bytes(path, acct.uid, files.SMALL) if s.quadlet else None
@@ -168,8 +168,7 @@ def _image(s: Settings, acct: Account) -> Check:
 def _ports(s: Settings, acct: Account) -> Check:
     problems = health.port_problems(s.publish_address, (s.gateway_port, s.bridge_port),
                                     frozenset({acct.uid}))
-    for name, port in (("THEIAOS_PODMAN_GATEWAY_HOST_PORT", s.gateway_port),
-                       ("THEIAOS_PODMAN_BRIDGE_HOST_PORT", s.bridge_port)):
+    for name, port in ((settings.env_name(a), getattr(s, a)) for a in ("gateway_port", "bridge_port")):
         if port in problems:
             return Check("ports", False, problems[port],
                          f"sudo ss -ltnp 'sport = :{port}' shows who; or set {name} in "
@@ -222,12 +221,12 @@ def _config_mode(s: Settings, acct: Account) -> Check:
 def _token(s: Settings, acct: Account) -> Check:
     token = gateway.read_token(s, acct.uid)
     if not token:
-        return Check("token", False, f"THEIAOS_GATEWAY_TOKEN is missing in {s.env_file}",
+        return Check("token", False, f"{TOKEN_KEY} is missing in {s.env_file}",
                      "sudo theiaosctl setup")
     other = gateway.config_token(s, acct.uid)
     if other and other != token:
         return Check("token", False, f"gateway.auth.token in {s.config_file} differs from "
-                     f"THEIAOS_GATEWAY_TOKEN in {s.env_file} (the onboarding wizard wrote it)",
+                     f"{TOKEN_KEY} in {s.env_file} (the onboarding wizard wrote it)",
                      f"remove gateway.auth.token from {s.config_file}, then "
                      "sudo theiaosctl restart")
     if podman.detect().secret:

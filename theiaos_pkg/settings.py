@@ -232,6 +232,7 @@ TABLE: tuple[Setting, ...] = (
             "off, local or registry: Podman's auto-update (its timer, daily) restarts the "
             "gateway on a newer image, and rolls back when it does not get healthy"),
 )
+_BY_ATTR = {x.attr: x for x in TABLE}
 
 
 class Settings(NamedTuple):
@@ -406,6 +407,11 @@ def load(
     return settings
 
 
+def env_name(attr: str) -> str:
+    """The variable that sets Settings.``attr`` (KeyError for anything else)."""
+    return _BY_ATTR[attr].env
+
+
 #: Where the unit setup last rendered publishes the gateway: recorded with the unit
 #: (state.UNIT_SETTINGS), so that verbs which do not rewrite it (start, status) ask the
 #: gateway where it listens, also after podman.env changed and before setup ran again.
@@ -413,8 +419,7 @@ PUBLISHED = ("gateway_port", "publish_address")
 
 
 def format_published(s: Settings) -> str:
-    by_attr = {x.attr: x for x in TABLE}
-    return "".join(f"{by_attr[a].env}={getattr(s, a)}\n" for a in PUBLISHED)
+    return "".join(f"{env_name(a)}={getattr(s, a)}\n" for a in PUBLISHED)
 
 
 def with_published(s: Settings, text: str | None, origin: str) -> Settings:
