@@ -129,7 +129,7 @@ def _plan_unit(s: Settings, features: podman.Features, uid: int | None) -> UnitP
     """Quadlet from Podman 4.4, a plain user unit before; in manual mode neither. An
     admin-edited file is kept, whichever kind (and while an edited unit of the other kind
     is there, it is the one systemd runs: ours is not written beside it)."""
-    want = features.unit_kind if s.quadlet else None
+    want = features.unit_kind if runtime.service_mode(s) else None
     texts = {}
     for uf in quadlet.unit_files(s):
         raw = files.read_bytes(uf.path, uid, files.SMALL) if uid is not None else None
@@ -175,12 +175,12 @@ def preflight(s: Settings, etc: str, features: podman.Features,
     sub = subids.check(etc, s.user, uid)
     for attr in _DIR_SETTINGS:
         _check_dir(getattr(s, attr), settings.env_name(attr), s, ap)
-    if s.quadlet:
+    if runtime.service_mode(s):
         _check_dir(quadlet.unit_file(s, features.unit_kind).directory,
                    settings.env_name("home"), s, ap)
     cfg = gateway.plan(s, uid)
     unit = _plan_unit(s, features, uid)
-    if s.auto_update != "off" and not (s.quadlet and features.auto_update_key):
+    if s.auto_update != "off" and not (runtime.service_mode(s) and features.auto_update_key):
         name = settings.env_name("auto_update")
         raise SettingError(
             f"{name}={s.auto_update}: Podman's auto-update needs the "

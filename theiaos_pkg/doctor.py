@@ -14,7 +14,7 @@ import stat
 from collections.abc import Callable
 from typing import NamedTuple
 
-from . import account, bus, files, gateway, health, podman, settings, state, subids
+from . import account, bus, files, gateway, health, podman, runtime, settings, state, subids
 from .account import Account
 from .errors import TheiaosError
 from .settings import TOKEN_KEY, UNIT, Settings
@@ -99,7 +99,7 @@ def _unit_file(s: Settings) -> tuple[str, str]:
 
 def _unit(s: Settings, acct: Account) -> Check:
     """The unit is there, and valid for this Podman: systemd loaded it."""
-    if not s.quadlet:
+    if not runtime.service_mode(s):
         return Check("unit", True, "manual mode (setup --container): no unit; "
                      "theiaosctl launch runs the container")
     path, what = _unit_file(s)
@@ -128,7 +128,7 @@ def _settings_applied(s: Settings, acct: Account) -> Check:
     from . import quadlet
 
     path, _what = _unit_file(s)
-    raw = files.read_bytes(path, acct.uid, files.SMALL) if s.quadlet else None
+    raw = files.read_bytes(path, acct.uid, files.SMALL) if runtime.service_mode(s) else None
     if raw is None or quadlet.edited_by_admin(raw.decode("utf-8", "replace")):
         return Check("settings", True, "nothing rendered from the settings to compare")
     if quadlet.render_unit(settings.load(), podman.detect()).encode() == raw:
@@ -254,7 +254,7 @@ def _container_name(s: Settings, acct: Account) -> Check:
     if labels.get("PODMAN_SYSTEMD_UNIT") == UNIT:
         return Check("container-name", True, f"{s.container_name} belongs to {UNIT}")
     status = (info.get("State") or {}).get("Status", "unknown")
-    if not s.quadlet:
+    if not runtime.service_mode(s):
         return Check("container-name", True, f"{s.container_name} is the manual mode's "
                      f"container ({status})")
     return Check("container-name", status == "running",

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from . import bus, files, gateway, manual, podman, service, state
 from .account import Account
-from .errors import ConfigError, GatewayError, TheiaosError
+from .errors import BusError, ConfigError, GatewayError, TheiaosError
 from .files import Perm
 from .settings import UNIT, Settings
 
@@ -74,10 +74,19 @@ class Runtime(Protocol):
 
     def logs(self, lines: int | None, follow: bool, since: str | None) -> int: ...
 
+    def facts(self) -> dict[str, Any]: ...
+
+
+def service_mode(s: Settings) -> bool:
+    """The one reading of the run mode (THEIAOS_PODMAN_QUADLET): the user service, or
+    manual mode. Setup's plan (which unit to write) and doctor ask it; everything that
+    acts on the gateway gets a Runtime from ``of``."""
+    return s.quadlet
+
 
 def of(s: Settings, acct: Account) -> Runtime:
-    """The one place the run mode is decided."""
-    return Service(s, acct) if s.quadlet else Manual(s, acct)
+    """The gateway's runtime for these settings and this account."""
+    return Service(s, acct) if service_mode(s) else Manual(s, acct)
 
 
 def sync_secret(s: Settings, acct: Account, features: podman.Features) -> bool:
@@ -205,6 +214,27 @@ class Service:
 
         return stream(journal.argv(self.acct.uid, lines, follow, since))
 
+    def facts(self) -> dict[str, Any]:
+        """What status reports of the unit: its file on disk, and systemd's view."""
+        facts: dict[str, Any] = {"unit_file": _unit_file(self.s)}
+        try:
+            with bus.UserManager(self.acct.uid) as mgr:
+                st = mgr.state(UNIT)
+        except BusError:
+            return {**facts, "unit_active": "inactive", "unit_sub": "user manager not running"}
+        return {**facts, "manager_running": True, "unit_load": st.load,
+                "unit_active": st.active, "unit_sub": st.sub, "since_usec": st.since_usec}
+
+
+def _unit_file(s: Settings) -> str:
+    """Which kind of unit is on disk (no `podman --version`: status must be quick)."""
+    from . import quadlet
+
+    for uf in quadlet.unit_files(s):
+        if files.lstat(uf.path) is not None:
+            return f"{uf.describe()} {uf.path}"
+    return "none (run sudo theiaosctl setup)"
+
 
 def _linger_file(acct: Account) -> None:
     """Without logind to ask (chroot, image build, policy-rc.d): logind reads this file
@@ -327,3 +357,11 @@ class Manual:
 
     def logs(self, lines: int | None, follow: bool, since: str | None) -> int:
         return manual.logs(self.s, self.acct, lines, follow, since)
+
+    def facts(self) -> dict[str, Any]:
+        """What status reports in manual mode: the container in place of a unit."""
+        st = manual.container_state(self.s, self.acct)
+        return {"unit_file": "", "unit_load": "manual",
+                "unit_active": "active" if st.get("Running") else "inactive",
+                "unit_sub": f"container {st.get('Status', 'not there')}",
+                "manager_running": bus.manager_running(self.acct.uid)}

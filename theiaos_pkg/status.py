@@ -6,8 +6,8 @@ import json
 import os
 from typing import Any, NamedTuple
 
-from . import account, bus, container, files, health, podman, podstore, state
-from .errors import BusError, CommandError
+from . import account, container, files, health, podman, podstore, runtime, state
+from .errors import CommandError
 from .settings import UNIT, Settings
 
 EXIT_RUNNING, EXIT_NOT_RUNNING, EXIT_UNKNOWN = 0, 3, 4
@@ -88,19 +88,15 @@ def collect(s: Settings, etc: str = "/etc") -> Status:
         # logind's Linger is this file (read at boot and by loginctl): no bus round trip
         "linger": files.lstat(f"{os.path.dirname(etc)}/var/lib/systemd/linger/{acct.name}")
         is not None,
-        "mode": "service" if s.quadlet else "manual",
-        "unit_file": _unit_file(s) if s.quadlet else "",
         "pending": state.pending() or "",
     }
+    rt = runtime.of(s, acct)
+    fields["mode"] = rt.mode
+    try:
+        fields.update(rt.facts())
+    except CommandError as exc:  # manual mode asks podman
+        fields["problem"] = exc.message
     who = acct.identity()
-    if s.quadlet:
-        try:
-            with bus.UserManager(acct.uid) as mgr:
-                st = mgr.state(UNIT)
-            fields.update(manager_running=True, unit_load=st.load, unit_active=st.active,
-                          unit_sub=st.sub, since_usec=st.since_usec)
-        except BusError:
-            fields.update(unit_active="inactive", unit_sub="user manager not running")
     fast = podstore.unit_state(who, UNIT.removesuffix(".service"), s.image) \
         if fields.get("unit_active") == "active" else None
     if fast is not None:
@@ -119,26 +115,12 @@ def collect(s: Settings, etc: str = "/etc") -> Status:
                 fields["container_health"], fields["failing_since"] = podstore.health_summary(hc)
             else:
                 fields["container_health"] = state_.get("Status", "unknown")
-        if not s.quadlet:
-            fields.update(unit_load="manual", unit_active="active" if state_.get("Running")
-                          else "inactive", unit_sub=f"container {state_.get('Status', 'not there')}",
-                          manager_running=bus.manager_running(acct.uid))
     fields["healthy"] = health.healthy(s)
     if fields.get("unit_active") == "failed" or fields.get("unit_sub") == "auto-restart":
         from . import journal
 
         fields["journal"] = journal.tail(acct.uid, 10)
     return Status(**fields)
-
-
-def _unit_file(s: Settings) -> str:
-    """Which kind of unit is on disk (no `podman --version`: status must be quick)."""
-    from . import files, quadlet
-
-    for uf in quadlet.unit_files(s):
-        if files.lstat(uf.path) is not None:
-            return f"{uf.describe()} {uf.path}"
-    return "none (run sudo theiaosctl setup)"
 
 
 def format_text(st: Status) -> str:

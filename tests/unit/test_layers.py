@@ -54,3 +54,28 @@ def test_no_import_cycle() -> None:
         return seen
 
     assert sorted(m for m in g if m in reaches(m)) == []
+
+
+def test_the_run_mode_is_read_in_one_place() -> None:
+    """Settings.quadlet (THEIAOS_PODMAN_QUADLET) is read by runtime.py alone; everyone
+    else asks runtime.of / runtime.service_mode."""
+    readers = []
+    for path in sorted(PKG.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr == "quadlet" and \
+                    isinstance(node.value, ast.Name) and node.value.id in ("s", "new", "settings"):
+                readers.append(f"{path.stem}:{node.lineno}")
+    assert {r.split(":")[0] for r in readers} <= {"runtime"}, readers
+
+
+def test_the_runtime_follows_the_setting() -> None:
+    import os
+
+    from theiaos_pkg import runtime, settings
+    from theiaos_pkg.account import Account
+
+    acct = Account("theiaos", os.getuid(), os.getgid(), "/nonexistent", "/usr/sbin/nologin")
+    for value, mode in (("1", "service"), ("0", "manual")):
+        s = settings.load(environ={"THEIAOS_PODMAN_QUADLET": value}, admin={}, chosen={})
+        assert runtime.of(s, acct).mode == mode
+        assert runtime.service_mode(s) is (mode == "service")
