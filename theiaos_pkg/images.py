@@ -76,7 +76,7 @@ def change(s: Settings, acct: Account, action: str, source: str | None, report: 
     who = acct.identity()
     before = podman.image_id(who, s.image)
     running = _running_image(s, acct)
-    keep = running or before
+    keep = to_keep(before, running)
     if keep:
         run(["podman", "tag", keep, PREVIOUS], as_user=who)
     if action == "build":
@@ -87,11 +87,13 @@ def change(s: Settings, acct: Account, action: str, source: str | None, report: 
     else:
         _load(s, acct, source)
     after = podman.image_id(who, s.image)
-    if after is None or after == before:
+    step = next_step(before, after, running)
+    if step == "unchanged":
         report(f"{s.image}: {after[:12] if after else 'missing'} (unchanged)")
         return 0
+    assert after is not None
     report(f"{s.image}: {after[:12]} (new; the one before is kept as {PREVIOUS})")
-    if running is None:
+    if step == "left stopped":
         report("the gateway is not running: `theiaosctl start` uses the new image; "
                "`theiaosctl image rollback` goes back")
         return 0
@@ -110,6 +112,20 @@ def change(s: Settings, acct: Account, action: str, source: str | None, report: 
             "whatever happens") from None
     prune(s, acct, report)
     return 0
+
+
+def to_keep(before: str | None, running: str | None) -> str | None:
+    """What becomes PREVIOUS before a change: the image the gateway runs (which may no
+    longer carry the name, after a change made by hand), else the one the name has."""
+    return running or before
+
+
+def next_step(before: str | None, after: str | None, running: str | None) -> str:
+    """After build, pull or load: "unchanged" (the name points where it did, or nowhere),
+    "left stopped" (a new image; nothing runs, the next start uses it) or "restart"."""
+    if after is None or after == before:
+        return "unchanged"
+    return "left stopped" if running is None else "restart"
 
 
 def rollback(s: Settings, acct: Account, report: Report) -> int:
