@@ -106,6 +106,23 @@ def sync_secret(s: Settings, acct: Account, features: podman.Features) -> bool:
     return True
 
 
+class _Mode:
+    """What both run modes share: the settings and account they act for."""
+
+    mode: str
+
+    def __init__(self, s: Settings, acct: Account) -> None:
+        self.s, self.acct = s, acct
+
+    def running(self) -> bool:
+        raise NotImplementedError
+
+    def running_image(self) -> str | None:
+        if not self.running():
+            return None
+        return podman.running_image(self.acct.identity(), self.s.container_name)
+
+
 # --- the systemd user service ------------------------------------------------------------
 
 
@@ -113,13 +130,10 @@ LINGER_DIR = "/var/lib/systemd/linger"
 AUTO_UPDATE_TIMER = "podman-auto-update.timer"
 
 
-class Service:
+class Service(_Mode):
     """The gateway as the account's systemd user service (theiaos.service)."""
 
     mode = "service"
-
-    def __init__(self, s: Settings, acct: Account) -> None:
-        self.s, self.acct = s, acct
 
     def up(self, out: Outcome, report: Report, *, may_start: bool = True,
            restart: bool = False, timeout: float = service.UP_TIMEOUT,
@@ -202,11 +216,6 @@ class Service:
 
     def running(self) -> bool:
         return service.is_active(self.acct)
-
-    def running_image(self) -> str | None:
-        if not self.running():
-            return None
-        return podman.running_image(self.acct.identity(), self.s.container_name)
 
     def logs(self, lines: int | None, follow: bool, since: str | None) -> int:
         from . import journal
@@ -294,13 +303,11 @@ def _only_entry(path: str, name: str) -> bool:
 # --- manual mode -------------------------------------------------------------------------
 
 
-class Manual:
-    """The gateway as a container the account runs itself (`theiaosctl launch`)."""
+class Manual(_Mode):
+    """The gateway as a container the account runs itself (`theiaosctl launch`); its
+    restart is a launch, which waits LAUNCH_TIMEOUT whatever ``timeout`` says."""
 
     mode = "manual"
-
-    def __init__(self, s: Settings, acct: Account) -> None:
-        self.s, self.acct = s, acct
 
     def up(self, out: Outcome, report: Report, *, may_start: bool = True,
            restart: bool = False, timeout: float = service.UP_TIMEOUT,
@@ -329,15 +336,16 @@ class Manual:
         sync_secret(s, acct, features)
         return features
 
-    def start(self, report: Report) -> None:
+    def _launch(self, report: Report, done: str) -> None:
         manual.launch(self.s, self.acct, self._features())
-        report(f"container {self.s.container_name} started (manual mode); the gateway "
+        report(f"container {self.s.container_name} {done} (manual mode); the gateway "
                f"answers at {self.s.url}")
 
+    def start(self, report: Report) -> None:
+        self._launch(report, "started")
+
     def restart(self, report: Report, timeout: float = service.UP_TIMEOUT) -> None:
-        manual.launch(self.s, self.acct, self._features())
-        report(f"container {self.s.container_name} restarted (manual mode); the gateway "
-               f"answers at {self.s.url}")
+        self._launch(report, "restarted")
 
     def onboard(self) -> int:
         return manual.onboard(self.s, self.acct, self._features())
@@ -349,11 +357,6 @@ class Manual:
 
     def running(self) -> bool:
         return manual.running(self.s, self.acct)
-
-    def running_image(self) -> str | None:
-        if not self.running():
-            return None
-        return podman.running_image(self.acct.identity(), self.s.container_name)
 
     def logs(self, lines: int | None, follow: bool, since: str | None) -> int:
         return manual.logs(self.s, self.acct, lines, follow, since)

@@ -26,7 +26,7 @@ def rotate(s: Settings, acct: Account, report: runtime.Report) -> str:
     rt = runtime.of(s, acct)
     if rt.running():
         rt.restart(report)
-        report("the gateway answers with the new token; the old one is refused")
+        report("the gateway answers, started with the new token")
     else:
         state.clear_pending()  # nothing runs with the old one; start brings the secret along
         report("the gateway is not running: it uses the new token when it starts")
