@@ -16,14 +16,17 @@ from .files import Perm
 from .settings import Settings
 
 
-def rotate(s: Settings, acct: Account, report: runtime.Report) -> str:
+def rotate(s: Settings, acct: Account, report: runtime.Report,
+           rt: runtime.Runtime | None = None) -> str:
     """Write a new token into `.env` (every other line kept), restart a running gateway
-    onto it and wait until it answers; the new token (printed only when asked)."""
+    onto it and wait until it answers; the new token (printed only when asked).
+
+    ``rt`` is the gateway's run mode (``runtime.of`` unless a caller has one)."""
     data, token = gateway.rotated(s, acct.uid)
     state.mark_pending("token rotated")
     files.write_bytes(s.env_file, data, Perm(acct.uid, acct.gid, 0o600))
     report(f"new token written to {s.env_file}")
-    rt = runtime.of(s, acct)
+    rt = rt or runtime.of(s, acct)
     if rt.running():
         rt.restart(report)
         report("the gateway answers, started with the new token")
