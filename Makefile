@@ -74,7 +74,7 @@ $(VENV)/.done: Makefile
 
 deb: $(DEB)
 
-$(DEB): deps $(shell git ls-files theiaos_pkg units debian docs completions bin etc scripts) pyproject.toml setup.py stdeb.cfg MANIFEST.in
+$(DEB): deps $(shell git ls-files theiaos_pkg units debian docs completions bin defaults scripts) pyproject.toml setup.py stdeb.cfg MANIFEST.in
 	$(call stdeb,deb,1)
 	@echo "built $@"
 
@@ -83,7 +83,7 @@ $(DEB_NEXT): $(DEB)
 
 rpm: $(RPM)
 
-$(RPM): deps $(shell git ls-files theiaos_pkg units rpm docs completions bin etc scripts) pyproject.toml
+$(RPM): deps $(shell git ls-files theiaos_pkg units rpm docs completions bin defaults scripts) pyproject.toml
 	$(call rpmbuild,1)
 
 $(RPM_NEXT): $(RPM)

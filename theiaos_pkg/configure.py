@@ -50,6 +50,21 @@ class UnitPlan(NamedTuple):
         return self.unit.path if self.unit else ""
 
 
+class AdminFilePlan(NamedTuple):
+    """The admin's settings file (settings.admin_file_update): written only when absent,
+    or as a release shipped it, unmodified."""
+
+    path: str
+    data: bytes | None = None  # None: left as it is
+    why: str = ""
+
+
+def _plan_admin_file(etc: str) -> AdminFilePlan:
+    path = os.path.join(etc, os.path.relpath(settings.ADMIN_FILE, "/etc"))
+    update = settings.admin_file_update(files.read_bytes(path, files.ROOT, files.SMALL))
+    return AdminFilePlan(path, *update) if update else AdminFilePlan(path)
+
+
 class Plan(NamedTuple):
     s: Settings
     features: podman.Features
@@ -57,6 +72,7 @@ class Plan(NamedTuple):
     subids: subids.Plan
     config: gateway.Files
     unit: UnitPlan
+    admin_file: AdminFilePlan
 
     @property
     def restart_reason(self) -> str | None:
@@ -188,10 +204,19 @@ def preflight(s: Settings, etc: str, features: podman.Features,
             f"set {name}=off in {settings.ADMIN_FILE}")
     if will_start:
         _check_ports(s, also_ours | ({uid} if uid is not None else set()))
-    return Plan(s, features, ap, sub, cfg, unit)
+    return Plan(s, features, ap, sub, cfg, unit, _plan_admin_file(etc))
 
 
 # --- 2. apply ----------------------------------------------------------------------------
+
+
+def _apply_admin_file(a: AdminFilePlan) -> Step:
+    if a.data is None:
+        return Step("settings-file", "unchanged", a.path)
+    root = Perm(files.ROOT, files.ROOT, 0o755)
+    files.ensure_dir(os.path.dirname(a.path), root, parents=root)
+    files.write_bytes(a.path, a.data, Perm(files.ROOT, files.ROOT, 0o644))
+    return Step("settings-file", a.why, f"{a.path}: every setting is in {settings.DEFAULTS_FILE}")
 
 
 def launch_script_path(s: Settings) -> str:
@@ -269,6 +294,7 @@ def apply(p: Plan, etc: str, out: Outcome, report: Report) -> Account:
     why = p.restart_reason
     if why:
         state.mark_pending(why)
+    add(_apply_admin_file(p.admin_file))
     st, acct = account.apply(etc, p.account)
     add(Step("account", st, f"{acct.name}, uid {acct.uid}"))
     changed, rng = subids.ensure(etc, acct.name, acct.uid)

@@ -6,6 +6,10 @@ the same frozen :class:`Settings`, so they cannot drift apart.
 
 Sources, later wins: the defaults, the admin file ``/etc/theiaos/podman.env``
 (parsed with python-dotenv, never executed), the environment.
+
+The admin file is the admin's alone: the package ships no file in /etc. Every setting
+with its default is documented in DEFAULTS_FILE (the package's, replaced by every
+upgrade); setup creates the admin file, holding only a pointer there, when it is absent.
 """
 
 from __future__ import annotations
@@ -19,6 +23,22 @@ from . import state
 from .errors import SettingError
 
 ADMIN_FILE = "/etc/theiaos/podman.env"
+#: Every setting, commented out with its default (env_file_template; the package's file).
+DEFAULTS_FILE = "/usr/share/theiaos-podman/podman.env"
+#: What setup writes to ADMIN_FILE when there is none (never over one that exists).
+ADMIN_STUB = f"""\
+# theiaos-podman settings for this host. This file is yours: the package never changes
+# it (setup creates it only when it is absent; remove keeps it, purge removes it).
+# Every setting, with its default and what it does, is in {DEFAULTS_FILE}:
+# copy a line here, uncomment and change it, then run: sudo theiaosctl setup
+"""
+#: sha256 of ADMIN_FILE as packages up to 0.2.0 shipped it (a conffile then). Found
+#: unmodified it is replaced by ADMIN_STUB, as dpkg and rpm replace an unmodified
+#: conffile: its comments would only grow stale. Any other content is the admin's.
+SHIPPED_ADMIN_FILES = {
+    "929341f10d0becc9960ecc3925282023a6c5abee4350fd163c450f95ba6ee5d5": "0.1.0",
+    "bae8b301128e3574044bdd5cf5bf3075e1383e3a401e6b280b617445b3c384e6": "0.2.0",
+}
 #: What `theiaosctl setup --quadlet|--container|--user NAME` chose, kept across upgrades
 #: in the package's state (state.CHOICES).
 CHOICE_KEYS = ("THEIAOS_PODMAN_QUADLET", "THEIAOS_PODMAN_ACCOUNT", "THEIAOS_PODMAN_USER",
@@ -438,9 +458,25 @@ def with_published(s: Settings, text: str | None, origin: str) -> Settings:
     return s._replace(**values)
 
 
+def admin_file_update(current: bytes | None) -> tuple[bytes, str] | None:
+    """What setup writes to ADMIN_FILE, and why; None to leave it as it is. Only an
+    absent file or one a release shipped unmodified is written."""
+    if current is None:
+        return ADMIN_STUB.encode(), "created"
+    import hashlib
+
+    version = SHIPPED_ADMIN_FILES.get(hashlib.sha256(current).hexdigest())
+    if version is not None:
+        return ADMIN_STUB.encode(), f"replaced the unmodified file {version} shipped"
+    return None
+
+
 def env_file_template() -> str:
-    """The admin file's documented skeleton: every setting commented with its default."""
-    lines = ["# theiaos-podman settings. Uncomment and change; the environment wins.", ""]
+    """DEFAULTS_FILE: every setting commented out with its default and help."""
+    lines = [
+        "# theiaos-podman: every setting with its default. This file is the package's and",
+        "# is replaced by every upgrade: set values in /etc/theiaos/podman.env (copy a line",
+        "# there and uncomment it) or in the environment, which wins.", ""]
     done: dict[str, Any] = {}
     for s in TABLE:
         default = s.default(done)

@@ -19,6 +19,11 @@ pytestmark = lab_only
 
 DEB1, DEB2 = "/var/tmp/theiaos-podman-1.deb", "/var/tmp/theiaos-podman-2.deb"
 RELEASED = "/var/tmp/theiaos-podman-released.deb"
+ADMIN = "/etc/theiaos/podman.env"
+# An admin's (or a provisioning tool's) edit: the releases up to 0.2.0 shipped ADMIN as a
+# conffile, so that their upgrade prompted ("Configuration file ... Modified") and failed
+# without a terminal.
+EDIT = "THEIAOS_PODMAN_START_TIMEOUT=100\n"
 QUADLET = f"{HOME}/.config/containers/systemd/theiaos.container"
 
 
@@ -116,8 +121,15 @@ def test_upgrade_from_the_release_keeps_everything(box: Box) -> None:
     workspace_file = f"{HOME}/.theiaos/workspace/notes.md"
     box.lab.run_as("theiaos", "sh", "-c", f"echo kept > {workspace_file}")
     config = box.read(f"{HOME}/.theiaos/theiaos.json")
-    out = box.apt("install", DEB1)
+    box.lab.run("sh", "-c", f"printf '{EDIT}' >> {ADMIN}")
+    edited = box.read(ADMIN)
+    out = box.apt("install", DEB1)  # stdin is /dev/null: a prompt would fail it
     assert _version(box) == f"{os.environ['THEIAOS_DEB'].rsplit('_', 2)[1]}"
+    assert "Configuration file" not in out and "settings-file: unchanged" in out, out
+    assert box.read(ADMIN) == edited, "the admin's file is kept byte for byte"
+    assert box.lab.run("sh", "-c", "ls /etc/theiaos").stdout.split() == ["podman.env"]
+    assert box.exists("/usr/share/theiaos-podman/podman.env")
+    assert "HealthStartPeriod=100s" in box.read(QUADLET)
     assert "theiaos-podman: quadlet: changed" in out and "service: restarted" in out, out
     assert box.up() and http_get("/", box.token) == 200
     assert box.lab.run("theiaosctl", "token", "show").stdout.strip() == box.token
@@ -188,8 +200,8 @@ def test_remove_stops_and_cleans_up(box: Box) -> None:
     assert "remove: removed " + QUADLET in out, out
     assert "lingering turned off for theiaos" in out
     assert not box.up() and not box.exists(QUADLET) and not box.linger()
-    # conffile and the user's data stay on remove
-    assert box.exists("/etc/theiaos/podman.env") and box.exists(f"{HOME}/.theiaos/.env")
+    # the admin's settings and the user's data stay on remove
+    assert EDIT in box.read(ADMIN) and box.exists(f"{HOME}/.theiaos/.env")
     assert not box.exists("/usr/bin/theiaosctl")
 
 
@@ -209,12 +221,17 @@ def test_purge_removes_what_it_owns_and_says_what_it_keeps(box: Box) -> None:
 
 
 def test_install_after_purge_under_policy_rc_d(box: Box) -> None:
+    """... over a settings file written before the install (preseeded), which is kept."""
     box.lab.run("sh", "-c", "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && "
                 "chmod 755 /usr/sbin/policy-rc.d")
+    box.lab.run("sh", "-c", f"mkdir -p /etc/theiaos && printf '# preseeded\\n{EDIT}' > {ADMIN}")
     try:
         out = box.apt("install", DEB2)
     finally:
         box.lab.run("rm", "/usr/sbin/policy-rc.d")
+    assert "Configuration file" not in out and "settings-file: unchanged" in out, out
+    assert box.read(ADMIN) == f"# preseeded\n{EDIT}"
+    assert "HealthStartPeriod=100s" in box.read(QUADLET)
     assert "service: skipped (policy-rc.d forbids starting services now; lingering takes " \
         "effect at the next boot)" in out, out
     assert not box.up() and box.linger()

@@ -14,7 +14,7 @@ import pytest
 
 from ..lab import Lab, build_test_image
 from .conftest import HOME, http_get, lab_only, port_free
-from .test_lifecycle_deb import QUADLET, Box
+from .test_lifecycle_deb import ADMIN, EDIT, QUADLET, Box
 
 pytestmark = lab_only
 
@@ -90,8 +90,18 @@ def test_reinstall_restarts_nothing(box: DnfBox) -> None:
     assert box.container_id() == box.cid and box.up()
 
 
+def _leftovers(box: DnfBox) -> list[str]:
+    return box.lab.run("sh", "-c", "ls /etc/theiaos").stdout.split()
+
+
 def test_upgrade_from_the_release_keeps_everything(box: DnfBox) -> None:
+    """... and the admin's settings file, which 0.2.0 shipped as %config: no .rpmnew,
+    no .rpmsave, not a byte changed."""
+    box.lab.run("sh", "-c", f"printf '{EDIT}' >> {ADMIN}")
+    edited = box.read(ADMIN)
     out = box.dnf("install", f"theiaos-podman-{BUILT}-1")
+    assert box.read(ADMIN) == edited and _leftovers(box) == ["podman.env"], out
+    assert "HealthStartPeriod=100s" in box.read(QUADLET)
     assert "remove:" not in out  # the old %preun saw $1=1: nothing torn down
     assert "theiaos-podman: quadlet: changed" in out and "service: restarted" in out, out
     assert box.version() == f"{BUILT}-1"
@@ -109,13 +119,17 @@ def test_upgrade_that_changes_nothing_restarts_nothing(box: DnfBox) -> None:
 
 
 def test_erase_stops_and_cleans_up(box: DnfBox) -> None:
+    box.lab.run("sh", "-c", f"printf '# theirs\\n{EDIT}' > {ADMIN}")
     listed = box.lab.run("rpm", "-ql", "theiaos-podman").stdout.split()
-    shipped = [p for p in listed if box.lab.run("test", "-d", p, check=False).returncode]
+    shipped = [p for p in listed if box.lab.run("test", "-d", p, check=False).returncode
+               and p != ADMIN]
     out = box.dnf("remove", "theiaos-podman")
     assert "remove: removed " + QUADLET in out, out
     assert "kept, as user data: the theiaos account" in out
     assert not box.up() and not box.linger()
-    for gone in (QUADLET, "/var/lib/theiaos-podman", "/etc/theiaos", "/usr/bin/theiaosctl",
+    # rpm has no purge: the admin's settings stay (rm -r /etc/theiaos deletes them)
+    assert box.read(ADMIN) == f"# theirs\n{EDIT}" and _leftovers(box) == ["podman.env"]
+    for gone in (QUADLET, "/var/lib/theiaos-podman", "/usr/bin/theiaosctl",
                  "/usr/lib/python3/dist-packages/theiaos_pkg", f"{HOME}/run-theiaos-podman.sh",
                  *shipped):
         assert not box.exists(gone), gone
@@ -125,6 +139,8 @@ def test_erase_stops_and_cleans_up(box: DnfBox) -> None:
 def test_install_again_reuses_account_token_and_subids(box: DnfBox) -> None:
     out = box.dnf("install", "theiaos-podman")
     assert "account: unchanged" in out and "subids: unchanged" in out, out
+    assert "settings-file: unchanged" in out and box.read(ADMIN) == f"# theirs\n{EDIT}"
+    assert _leftovers(box) == ["podman.env"]
     assert "Setup complete" in out and box.up()
     assert box.lab.run("theiaosctl", "token", "show").stdout.strip() == box.token
     assert len(box.subid_lines()) == 2

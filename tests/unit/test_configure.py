@@ -38,7 +38,7 @@ def _tree(root: Path) -> dict[str, tuple[int, int, int, bytes]]:
 def test_prepare_twice_changes_nothing(etc: Path, conf: settings.Settings) -> None:
     first = _prepare(conf, etc)
     assert [(s.name, s.state) for s in first.steps] == [
-        ("account", "created"), ("subids", "changed"), ("gateway-config", "changed"),
+        ("settings-file", "created"), ("account", "created"), ("subids", "changed"), ("gateway-config", "changed"),
         ("quadlet", "changed"), ("launch-script", "changed")]
     before = _tree(etc.parent)
     second = _prepare(conf, etc)
@@ -77,7 +77,7 @@ def test_admin_edited_quadlet_is_kept(etc: Path, conf: settings.Settings) -> Non
 def test_podman_without_quadlet_gets_a_plain_unit_and_its_install_link(
         etc: Path, conf: settings.Settings) -> None:
     out = _prepare(conf, etc, PODMAN_43)
-    assert [(st.name, st.state) for st in out.steps][3] == ("unit", "changed")
+    assert dict((st.name, st.state) for st in out.steps)["unit"] == "changed"
     plain = Path(conf.plain_unit_path)
     assert plain.read_text() == quadlet.render_unit(conf, PODMAN_43)
     assert not Path(conf.quadlet_path).exists()
@@ -134,3 +134,54 @@ def test_a_port_held_by_another_program_is_refused_before_anything_is_written(
         # held by the account's own uid (the gateway's port forwarder): ours
         configure.preflight(s, str(etc), PODMAN, also_ours=frozenset({os.getuid()}))
     assert "theiaos" not in (etc / "passwd").read_text()
+
+
+# --- the admin's settings file (issue 17): the package never overwrites it -----------------
+
+RELEASES = Path(__file__).resolve().parents[2] / "tests" / "unit" / "fixtures" / "shipped-podman.env"
+
+
+def _admin(etc: Path) -> Path:
+    return etc / "theiaos" / "podman.env"
+
+
+def test_setup_creates_the_settings_file_only_when_absent(etc: Path, conf: settings.Settings) -> None:
+    _prepare(conf, etc)
+    f = _admin(etc)
+    assert f.read_text() == settings.ADMIN_STUB and settings.DEFAULTS_FILE in f.read_text()
+    assert (f.stat().st_uid, f.stat().st_mode & 0o7777) == (0, 0o644)
+    assert settings.parse_admin(f.read_text()) == {}
+    f.write_text(settings.ADMIN_STUB + "THEIAOS_PODMAN_MEMORY=1g\n")  # the admin's edit
+    out = _prepare(conf, etc)
+    assert ("settings-file", "unchanged") in [(s.name, s.state) for s in out.steps]
+    assert f.read_text().endswith("THEIAOS_PODMAN_MEMORY=1g\n")
+
+
+@pytest.mark.parametrize("version", ["0.1.0", "0.2.0"])
+def test_a_released_file_is_replaced_only_unmodified(etc: Path, conf: settings.Settings,
+                                                     version: str) -> None:
+    shipped = (RELEASES / version).read_bytes()  # as that release's package shipped it
+    f = _admin(etc)
+    f.parent.mkdir()
+    f.write_bytes(shipped)
+    out = _prepare(conf, etc)
+    assert ("settings-file", f"replaced the unmodified file {version} shipped") in \
+        [(s.name, s.state) for s in out.steps]
+    assert f.read_text() == settings.ADMIN_STUB
+    edited = shipped + b"THEIAOS_PODMAN_GATEWAY_HOST_PORT=18801\n"
+    f.write_bytes(edited)
+    _prepare(conf, etc)
+    assert f.read_bytes() == edited, "an edited file is the admin's: kept byte for byte"
+
+
+def test_a_settings_file_that_is_no_regular_file_is_refused_before_any_write(
+        etc: Path, conf: settings.Settings) -> None:
+    from theiaos_pkg.errors import UnsafePathError
+
+    f = _admin(etc)
+    f.parent.mkdir()
+    os.symlink("/etc/passwd", f)
+    before = _tree(etc.parent)
+    with pytest.raises(UnsafePathError, match="not a regular file"):
+        _prepare(conf, etc)
+    assert _tree(etc.parent) == before

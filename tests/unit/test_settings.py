@@ -134,10 +134,10 @@ def test_env_file_template_lists_every_setting_with_default() -> None:
 
 
 def test_shipped_conffile_is_the_template() -> None:
-    shipped = Path(__file__).resolve().parents[2] / "etc" / "theiaos" / "podman.env"
+    shipped = Path(__file__).resolve().parents[2] / "defaults" / "podman.env"
     assert shipped.read_text() == settings.env_file_template(), \
         "regenerate: python3 -c 'from theiaos_pkg import settings; " \
-        "print(settings.env_file_template(), end=\"\")' > etc/theiaos/podman.env"
+        "print(settings.env_file_template(), end=\"\")' > defaults/podman.env"
     assert settings.read_admin_file(shipped) == {}
 
 
