@@ -525,17 +525,21 @@ class Lab:
                 _remove_tree(self.root)
                 self._owns_root = False
 
-    def power_cycle(self) -> None:
+    def power_cycle(self) -> float:
         """Power the lab off (by PID, as stop does) and boot the same root again: a reboot
-        with nobody touching anything in between."""
+        with nobody touching anything in between. Returns how long the power-off took
+        (from SIGTERM to nspawn's exit: the guest's whole shutdown)."""
         with self._stop_lock:
             proc = self._nspawn
             if proc is None:
                 raise LabError("the lab is not booted")
+            t0 = time.monotonic()
             self._power_off(proc)
+            took = time.monotonic() - t0
             self._nspawn = None
             self._init_pid = None
         self._start()
+        return took
 
     def _power_off(self, proc: subprocess.Popen[bytes]) -> None:
         if proc.poll() is not None:

@@ -125,6 +125,13 @@ def disable_linger(uid: int) -> None:
               uid, False, False)
 
 
+def reload_system_manager() -> None:
+    """daemon-reload of PID 1 (after a system drop-in changed); returns once it is done."""
+    with _open(_system_bus(), "connect to the system bus") as bus, \
+            _errors("daemon-reload of the system manager"):
+        _call(bus, SYSTEMD, SYSTEMD_PATH, _SD_MANAGER, b"Reload")
+
+
 def private_socket(uid: int) -> str:
     return f"/run/user/{uid}/systemd/private"
 

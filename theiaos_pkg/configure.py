@@ -219,6 +219,43 @@ def _apply_admin_file(a: AdminFilePlan) -> Step:
     return Step("settings-file", a.why, f"{a.path}: every setting is in {settings.DEFAULTS_FILE}")
 
 
+def _manager_dropins(etc: str, keep: int | None) -> list[str]:
+    """Our user@UID.service drop-ins but the one for uid ``keep``."""
+    import glob
+
+    mine = quadlet.manager_dropin_path(etc, keep) if keep is not None else None
+    return sorted(p for p in glob.glob(quadlet.manager_dropin_glob(etc)) if p != mine)
+
+
+def _drop_manager_dropin(path: str) -> bool:
+    gone = files.remove(path)
+    files.remove_empty_dir(os.path.dirname(path))
+    return gone
+
+
+def _reload_system_manager(etc: str) -> None:
+    # A test's etc is not the system's: only the real one is loaded by PID 1.
+    if etc == "/etc" and bus.systemd_running():
+        bus.reload_system_manager()
+
+
+def _apply_manager_dropin(p: Plan, etc: str, acct: Account) -> Step:
+    """The service mode's user@UID.service drop-in (quadlet.manager_dropin): the account's
+    user manager stops the gateway first. Manual mode and other accounts get none."""
+    path = quadlet.manager_dropin_path(etc, acct.uid)
+    stale = _manager_dropins(etc, keep=acct.uid if p.unit.unit is not None else None)
+    changed = any([_drop_manager_dropin(old) for old in stale])
+    if p.unit.unit is not None:
+        root = Perm(files.ROOT, files.ROOT, 0o755)
+        files.ensure_dir(os.path.dirname(path), root, parents=root)
+        changed = files.write_bytes(path, quadlet.manager_dropin().encode(),
+                                    Perm(files.ROOT, files.ROOT, 0o644)) or changed
+    if changed:
+        _reload_system_manager(etc)
+    return Step("shutdown-order", _state(changed),
+                path if p.unit.unit is not None else "manual mode: none")
+
+
 def launch_script_path(s: Settings) -> str:
     return f"{s.home}/run-theiaos-podman.sh"
 
@@ -304,6 +341,7 @@ def apply(p: Plan, etc: str, out: Outcome, report: Report) -> Account:
     paths = gateway.apply(p.s, p.config, acct.uid, acct.gid)
     add(Step("gateway-config", _state(bool(paths)), ", ".join(paths)))
     add(_apply_unit(p, acct))
+    add(_apply_manager_dropin(p, etc, acct))
     add(write_launch_script(p.s, acct))
     return acct
 
@@ -332,7 +370,14 @@ def remove(s: Settings, etc: str, report: Report) -> None:
     if acct is None:
         report(f"remove: no account {s.user}: nothing to stop")
         return
-    for step in (_stop_all, _remove_unit, _auto_update_off, _remove_launch_script, _linger_off):
+    def dropins(s: Settings, acct: Account, report: Report) -> None:
+        gone = [p for p in _manager_dropins(etc, keep=None) if _drop_manager_dropin(p)]
+        if gone:
+            _reload_system_manager(etc)
+            report(f"remove: removed {', '.join(gone)}")
+
+    for step in (_stop_all, _remove_unit, dropins, _auto_update_off, _remove_launch_script,
+                 _linger_off):
         try:
             step(s, acct, report)
         except TheiaosError as exc:

@@ -15,7 +15,7 @@ import os
 import re
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .settings import CONTAINER_GATEWAY_PORT, Settings
+from .settings import CONTAINER_GATEWAY_PORT, UNIT, Settings
 
 if TYPE_CHECKING:
     from .podman import Features
@@ -212,3 +212,39 @@ def effective(s: Settings, uid: int | None, on_disk: bool = False) -> Settings:
         return settings.with_published(s, state.read(state.UNIT_SETTINGS),
                                        state.path(state.UNIT_SETTINGS))
     return s
+
+
+# --- the account's user manager stops the gateway first ------------------------------------
+
+#: Our drop-in for user@UID.service, in the system manager's /etc/systemd/system.
+MANAGER_DROPIN = "50-theiaos-podman.conf"
+#: How long the drop-in waits for theiaos.service to stop (user@.service allows 120 s).
+MANAGER_STOP_WAIT = 90
+
+
+def manager_dropin_path(etc: str, uid: int) -> str:
+    return f"{etc}/systemd/system/user@{uid}.service.d/{MANAGER_DROPIN}"
+
+
+def manager_dropin_glob(etc: str) -> str:
+    """Where drop-ins of ours for any account's user manager are (a move to another
+    account leaves the old one)."""
+    return f"{etc}/systemd/system/user@*.service.d/{MANAGER_DROPIN}"
+
+
+def manager_dropin() -> str:
+    """user@UID.service's drop-in: when the account's user manager stops (shutdown,
+    reboot, lingering turned off, ``systemctl stop user@UID``), stop the gateway first.
+
+    Without it the manager stops theiaos.service, the container's libpod scope, Podman's
+    pause scope and dbus.service at the same time (nothing orders them): the gateway gets
+    SIGTERM from its scope, the pause process is gone, and Podman 4.3's ExecStop and
+    ExecStopPost hang until the stop timeouts (120 s, then SIGKILL). ExecStop= runs
+    before the manager is signalled, as the account (User=%i), on its private socket."""
+    return (
+        "# theiaos-podman: written by setup, removed with the package. When this user\n"
+        "# manager stops (shutdown, reboot, lingering off), stop the gateway first, while\n"
+        "# the manager, its bus and Podman's pause process are still up.\n"
+        "[Service]\n"
+        f"ExecStop=-/usr/bin/timeout {MANAGER_STOP_WAIT} /usr/bin/env XDG_RUNTIME_DIR=/run/user/%i "
+        f"/usr/bin/systemctl --user stop {UNIT}\n")

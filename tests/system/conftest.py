@@ -54,6 +54,8 @@ def port_free(port: int) -> bool:
 POWER_CYCLES = int(os.environ.get("THEIAOS_POWER_CYCLES", "3"))
 #: How long the unit may stay "activating" after the gateway first answers.
 LATE_BOUND = 5.0
+#: How long a power-off, and a stop of theiaos's user manager, may take (issue 18).
+SHUTDOWN_BOUND = 15.0
 
 
 class Readiness(NamedTuple):
@@ -61,6 +63,7 @@ class Readiness(NamedTuple):
 
     answer: float  # the first 200 from /healthz
     active: float  # systemd reports theiaos.service active
+    poweroff: float = 0.0  # the power-off before this boot
 
     @property
     def late(self) -> float:
@@ -87,7 +90,10 @@ def power_cycles(lab: Lab, count: int = POWER_CYCLES, port: int = 18789,
     LATE_BOUND s after the first answer. Reports every boot and the worst."""
     seen: list[Readiness] = []
     for n in range(count):
-        lab.power_cycle()
+        off = lab.power_cycle()
+        if off > SHUTDOWN_BOUND:
+            pytest.fail(f"boot {n + 1}/{count}: the power-off took {off:.1f} s (bound "
+                        f"{SHUTDOWN_BOUND:.0f} s):\n{_shutdown_journal(lab)}")
         script = _READY_LOOP.replace("PORT", str(port)).replace("BOUND", str(bound))
         proc = lab.run("sh", "-c", script, check=False, timeout=bound + 60)
         fields = proc.stdout.split()
@@ -95,17 +101,69 @@ def power_cycles(lab: Lab, count: int = POWER_CYCLES, port: int = 18789,
             pytest.fail(f"boot {n + 1}/{count}: not up within {bound} s ({proc.stdout.strip()}):\n"
                         f"{_boot_journal(lab)}")
         t0, a, u = map(float, fields)
-        seen.append(Readiness(a - t0, u - t0))
+        seen.append(Readiness(a - t0, u - t0, off))
         if seen[-1].late > LATE_BOUND:
             pytest.fail(f"boot {n + 1}/{count}: the gateway answered {seen[-1].answer:.1f} s after "
                         f"boot but theiaos.service turned active only {seen[-1].late:.1f} s "
                         f"later:\n{_boot_journal(lab)}")
     worst = max(seen, key=lambda r: r.late)
-    report = (f"{count} power cycles: answers after " + ", ".join(f"{r.answer:.1f}" for r in seen)
+    report = (f"{count} power cycles: power-off took " + ", ".join(f"{r.poweroff:.1f}" for r in seen)
+              + " s; answers after " + ", ".join(f"{r.answer:.1f}" for r in seen)
               + f" s; worst: active {worst.late:.2f} s after the first answer")
     print(report)
     warnings.warn(report, stacklevel=2)  # in the summary of every run (-ra)
     return seen
+
+
+def _shutdown_journal(lab: Lab) -> str:
+    """The previous boot's last lines (the lab's journal is persistent)."""
+    return lab.run("sh", "-c", "journalctl -b -1 -o short-precise --no-pager | grep -v 'GET /healthz' "
+                   "| tail -n 60", check=False).stdout
+
+
+#: What an unclean stop leaves in the journal: systemd's and Podman's SIGKILLs, timeouts.
+_UNCLEAN = ("SIGKILL", "timed out", "resorting to")
+
+
+#: What the stand-in gateway logs when its SIGTERM reaches it (tests/image/gateway_stub.py).
+STUB_SIGTERM = "[gateway] received signal 15, shutting down"
+
+
+def stop_user_manager(lab: Lab, user: str = "theiaos", port: int = 18789,
+                      says: str | None = STUB_SIGTERM) -> float:
+    """Stop ``user``'s user manager with the gateway running, as every shutdown does;
+    it must end within SHUTDOWN_BOUND with nothing killed and nothing left in the
+    account's cgroup. Then start it again (lingering) and wait for the gateway to answer.
+    ``says``: the gateway's line for a SIGTERM it handled (None: the real gateway's
+    is not known; Podman's "resorting to SIGKILL" shows one it did not handle).
+    Returns the stop's duration."""
+    import time
+
+    uid = lab.account(user).uid
+    since = lab.run("date", "+%Y-%m-%d %H:%M:%S.%N").stdout.strip()[:26]
+    t0 = time.monotonic()
+    lab.run("systemctl", "stop", f"user@{uid}.service", timeout=200)
+    took = time.monotonic() - t0
+    journal = lab.run("journalctl", "--since", since, "-o", "short-precise", "--no-pager",
+                      check=False).stdout
+    lines = [ln for ln in journal.splitlines() if "GET /healthz" not in ln]
+    # What the manager ran (the account's login sessions are scopes beside it, not in it).
+    mine = f"/sys/fs/cgroup/user.slice/user-{uid}.slice/user@{uid}.service"
+    left = lab.run("sh", "-c", f"[ ! -d {mine} ] || find {mine} -name cgroup.procs -exec cat {{}} +",
+                   check=False).stdout.split()
+    unclean = [ln for ln in lines if any(w in ln for w in _UNCLEAN)]
+    assert took < SHUTDOWN_BOUND and not unclean and not left, (
+        f"stopping user@{uid}.service took {took:.1f} s (bound {SHUTDOWN_BOUND:.0f} s); "
+        f"left in its cgroup: {left}; unclean:\n" + "\n".join(unclean or lines[-60:]))
+    assert says is None or any(says in ln for ln in lines), "\n".join(lines[-60:])
+    lab.run("systemctl", "start", f"user@{uid}.service", timeout=120)
+    deadline = time.monotonic() + 120
+    while lab.run("curl", "-fsS", "-o", "/dev/null", "-m", "2", f"http://127.0.0.1:{port}/healthz",
+                  check=False).returncode != 0:
+        assert time.monotonic() < deadline, "the gateway did not come back with its user manager"
+        time.sleep(0.5)
+    print(f"stopping user@{uid}.service with the gateway running: {took:.1f} s")
+    return took
 
 
 def _boot_journal(lab: Lab) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ..lab import Lab, build_test_image
-from .conftest import HOME, POWER_CYCLES, http_get, lab_only, port_free, power_cycles
+from .conftest import HOME, POWER_CYCLES, http_get, lab_only, port_free, power_cycles, stop_user_manager
 
 pytestmark = lab_only
 
@@ -200,6 +200,9 @@ def test_remove_stops_and_cleans_up(box: Box) -> None:
     assert "remove: removed " + QUADLET in out, out
     assert "lingering turned off for theiaos" in out
     assert not box.up() and not box.exists(QUADLET) and not box.linger()
+    assert "remove: removed /etc/systemd/system/user@" in out, out
+    assert box.lab.run("sh", "-c", "ls /etc/systemd/system/ | grep '^user@'",
+                       check=False).stdout == ""
     # the admin's settings and the user's data stay on remove
     assert EDIT in box.read(ADMIN) and box.exists(f"{HOME}/.theiaos/.env")
     assert not box.exists("/usr/bin/theiaosctl")
@@ -244,3 +247,10 @@ def test_install_after_purge_under_policy_rc_d(box: Box) -> None:
 
 def test_gateway_survives_a_power_cycle(box: Box) -> None:
     box.survives_power_cycle()
+
+
+def test_its_user_manager_stops_the_gateway_first(box: Box) -> None:
+    uid = box.lab.account("theiaos").uid
+    show = box.lab.run("systemctl", "show", f"user@{uid}.service", "-p", "DropInPaths").stdout
+    assert f"/etc/systemd/system/user@{uid}.service.d/50-theiaos-podman.conf" in show, show
+    stop_user_manager(box.lab)

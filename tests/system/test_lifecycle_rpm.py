@@ -127,6 +127,8 @@ def test_erase_stops_and_cleans_up(box: DnfBox) -> None:
     assert "remove: removed " + QUADLET in out, out
     assert "kept, as user data: the theiaos account" in out
     assert not box.up() and not box.linger()
+    assert box.lab.run("sh", "-c", "ls /etc/systemd/system/ | grep '^user@'",
+                       check=False).stdout == ""
     # rpm has no purge: the admin's settings stay (rm -r /etc/theiaos deletes them)
     assert box.read(ADMIN) == f"# theirs\n{EDIT}" and _leftovers(box) == ["podman.env"]
     for gone in (QUADLET, "/var/lib/theiaos-podman", "/usr/bin/theiaosctl",

@@ -19,7 +19,7 @@ from theiaos_pkg.envfile import value as token_of
 
 from ..gateway_image import load_real_image
 from ..lab import IMAGE_REF, Lab
-from .conftest import HOME, lab_only, lab_with_package, power_cycles
+from .conftest import HOME, lab_only, lab_with_package, power_cycles, stop_user_manager
 
 pytestmark = lab_only
 
@@ -189,6 +189,13 @@ def test_power_cycles_bring_it_back_with_nobody_touching_it(real: Real) -> None:
     """Boots (3; make soak: 5): the real gateway answers each time, and the unit is active within
     LATE_BOUND s of its first answer."""
     power_cycles(real.lab, count=REAL_POWER_CYCLES)
+    assert operator_call(real.token()) == 200
+
+
+def test_its_user_manager_stops_promptly_and_cleanly(real: Real) -> None:
+    """What every shutdown does: the real gateway stopped first, within the bound, nothing
+    SIGKILLed (Podman says "resorting to SIGKILL" when the gateway ignores SIGTERM)."""
+    stop_user_manager(real.lab, says=None)
     assert operator_call(real.token()) == 200
 
 

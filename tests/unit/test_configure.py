@@ -39,7 +39,7 @@ def test_prepare_twice_changes_nothing(etc: Path, conf: settings.Settings) -> No
     first = _prepare(conf, etc)
     assert [(s.name, s.state) for s in first.steps] == [
         ("settings-file", "created"), ("account", "created"), ("subids", "changed"), ("gateway-config", "changed"),
-        ("quadlet", "changed"), ("launch-script", "changed")]
+        ("quadlet", "changed"), ("shutdown-order", "changed"), ("launch-script", "changed")]
     before = _tree(etc.parent)
     second = _prepare(conf, etc)
     assert {s.state for s in second.steps} == {"unchanged"}
@@ -185,3 +185,61 @@ def test_a_settings_file_that_is_no_regular_file_is_refused_before_any_write(
     with pytest.raises(UnsafePathError, match="not a regular file"):
         _prepare(conf, etc)
     assert _tree(etc.parent) == before
+
+
+# --- the user manager stops the gateway first (issue 18) ---------------------------------
+
+
+def _uid(etc: Path) -> int:
+    return int([ln for ln in (etc / "passwd").read_text().splitlines()
+                if ln.startswith("theiaos:")][0].split(":")[2])
+
+
+def test_the_user_manager_gets_a_drop_in_that_stops_the_gateway_first(
+        etc: Path, conf: settings.Settings) -> None:
+    _prepare(conf, etc)
+    uid = _uid(etc)
+    path = etc / "systemd" / "system" / f"user@{uid}.service.d" / "50-theiaos-podman.conf"
+    text = path.read_text()
+    assert (path.stat().st_uid, path.stat().st_mode & 0o7777) == (0, 0o644)
+    assert ("ExecStop=-/usr/bin/timeout 90 /usr/bin/env XDG_RUNTIME_DIR=/run/user/%i "
+            "/usr/bin/systemctl --user stop theiaos.service\n") in text
+
+
+def test_manual_mode_and_another_account_leave_no_drop_in(etc: Path, conf: settings.Settings) -> None:
+    _prepare(conf, etc)
+    uid = _uid(etc)
+    dropins = etc / "systemd" / "system"
+    assert [p.name for p in dropins.iterdir()] == [f"user@{uid}.service.d"]
+    manual = conf._replace(quadlet=False)
+    out = _prepare(manual, etc)
+    assert ("shutdown-order", "changed") in [(s.name, s.state) for s in out.steps]
+    assert list(dropins.iterdir()) == [], "manual mode: the drop-in and its directory go"
+    # one of another account (setup --user moved away from it) goes too
+    other = dropins / "user@4242.service.d"
+    other.mkdir()
+    (other / "50-theiaos-podman.conf").write_text("old\n")
+    (other / "10-admin.conf").write_text("[Service]\n")  # the admin's: stays
+    _prepare(conf, etc)
+    assert sorted(p.name for p in dropins.iterdir()) == ["user@4242.service.d", f"user@{uid}.service.d"]
+    assert [p.name for p in other.iterdir()] == ["10-admin.conf"]
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/systemd-analyze"), reason="no systemd-analyze")
+def test_the_drop_in_is_what_systemd_reads(tmp_path: Path) -> None:
+    """systemd's own parser: the drop-in on a copy of user@.service verifies clean and
+    gives the unit our ExecStop (with %i expanded)."""
+    import subprocess
+
+    from theiaos_pkg import quadlet
+
+    d = tmp_path / "user@997.service.d"
+    d.mkdir()
+    (tmp_path / "user@.service").write_text(
+        "[Unit]\nDescription=User Manager for UID %i\n[Service]\nUser=%i\nType=notify\n"
+        "ExecStart=/usr/bin/true\nKillMode=mixed\nTimeoutStopSec=120s\n")
+    (d / quadlet.MANAGER_DROPIN).write_text(quadlet.manager_dropin())
+    proc = subprocess.run(["systemd-analyze", "--man=no", "verify", str(tmp_path / "user@997.service")],
+                          capture_output=True, text=True, env={**os.environ, "SYSTEMD_LOG_LEVEL": "warning"})
+    noise = [ln for ln in proc.stderr.splitlines() if "user@997.service" in ln or "drop-in" in ln]
+    assert noise == [], proc.stderr
