@@ -47,6 +47,39 @@ def test_the_one_verb_parser_parses_as_the_full_one(argv: tuple[str, ...]) -> No
     assert vars(cli.parser(argv[0]).parse_args(list(argv))) == vars(parse(*argv))
 
 
+def _quick_lines() -> list[list[str]]:
+    """Every command line quick_parse may take: each verb without positional arguments,
+    each subset of its flags in both orders, with and without --debug before it."""
+    import itertools
+
+    lines = []
+    for v in cli.VERBS:
+        flags = [f for f, _ in v.flags]
+        for n in range(len(flags) + 1):
+            for chosen in itertools.permutations(flags, n):
+                for top in ([], ["--debug"]):
+                    lines.append([*top, v.name, *chosen])
+    return lines
+
+
+@pytest.mark.parametrize("argv", _quick_lines(), ids=" ".join)
+def test_the_fast_path_parses_as_argparse(argv: list[str]) -> None:
+    quick = cli.quick_parse(argv)
+    verb = next(v for v in cli.VERBS if v.name in argv)
+    if verb.args is not None:
+        assert quick is None, "a verb with more than flags goes through argparse"
+    else:
+        assert quick is not None and vars(quick) == vars(parse(*argv))
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["--help"], ["status", "--help"], ["status", "-h"], ["status", "--json=1"],
+    ["status", "extra"], ["status", "--jso"], ["--version"], ["nosuchverb"], ["--debug"],
+    ["status", "--debug"], ["logs"], ["url", "--json"]])
+def test_the_fast_path_leaves_everything_else_to_argparse(argv: list[str]) -> None:
+    assert cli.quick_parse(argv) is None
+
+
 def test_every_verb_is_in_the_table_once() -> None:
     names = [v.name for v in cli.VERBS]
     assert len(names) == len(set(names)) and {"status", "backup", "restore", "url"} <= set(names)
