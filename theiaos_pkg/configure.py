@@ -233,10 +233,12 @@ def _drop_manager_dropin(path: str) -> bool:
     return gone
 
 
-def _reload_system_manager(etc: str) -> None:
+def _reload_system_manager(etc: str, path: str, present: bool) -> None:
+    """PID 1 picks up a written (``present``) or removed drop-in of user@UID.service."""
     # A test's etc is not the system's: only the real one is loaded by PID 1.
     if etc == "/etc" and bus.systemd_running():
-        bus.reload_system_manager()
+        unit = os.path.basename(os.path.dirname(path)).removesuffix(".d")
+        bus.reload_system_manager_for(unit, path, present)
 
 
 def _apply_manager_dropin(p: Plan, etc: str, acct: Account) -> Step:
@@ -244,14 +246,16 @@ def _apply_manager_dropin(p: Plan, etc: str, acct: Account) -> Step:
     user manager stops the gateway first. Manual mode and other accounts get none."""
     path = quadlet.manager_dropin_path(etc, acct.uid)
     stale = _manager_dropins(etc, keep=acct.uid if p.unit.unit is not None else None)
-    changed = any([_drop_manager_dropin(old) for old in stale])
+    for old in stale:
+        if _drop_manager_dropin(old):
+            _reload_system_manager(etc, old, False)
+    changed = bool(stale)
     if p.unit.unit is not None:
         root = Perm(files.ROOT, files.ROOT, 0o755)
         files.ensure_dir(os.path.dirname(path), root, parents=root)
         changed = files.write_bytes(path, quadlet.manager_dropin().encode(),
                                     Perm(files.ROOT, files.ROOT, 0o644)) or changed
-    if changed:
-        _reload_system_manager(etc)
+        _reload_system_manager(etc, path, True)  # also when PID 1 loaded it before the file
     return Step("shutdown-order", _state(changed),
                 path if p.unit.unit is not None else "manual mode: none")
 
@@ -372,8 +376,9 @@ def remove(s: Settings, etc: str, report: Report) -> None:
         return
     def dropins(s: Settings, acct: Account, report: Report) -> None:
         gone = [p for p in _manager_dropins(etc, keep=None) if _drop_manager_dropin(p)]
+        for path in gone:
+            _reload_system_manager(etc, path, False)
         if gone:
-            _reload_system_manager(etc)
             report(f"remove: removed {', '.join(gone)}")
 
     for step in (_stop_all, _remove_unit, dropins, _auto_update_off, _remove_launch_script,

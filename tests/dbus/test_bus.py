@@ -12,7 +12,7 @@ import pytest
 from theiaos_pkg import bus
 from theiaos_pkg.errors import BusError
 
-from .conftest import UID
+from .conftest import UID, Buses, dbusmock
 
 
 @pytest.fixture
@@ -97,3 +97,62 @@ def test_a_stopping_manager_is_waited_for_until_one_answers(
 
 def test_no_socket_no_manager(monkeypatch: pytest.MonkeyPatch) -> None:
     assert bus.manager_state(4242424) is None and not bus.manager_running(4242424)
+
+
+# --- PID 1: a daemon-reload only when a loaded unit needs one (issue 18's drop-in) ----------
+
+GET_UNIT = """
+path = {'user@997.service': '/org/freedesktop/systemd1/unit/user_40997_2eservice'}.get(args[0])
+if path not in objects:
+    raise dbus.exceptions.DBusException('Unit %s not loaded.' % args[0],
+                                        name='org.freedesktop.systemd1.NoSuchUnit')
+ret = dbus.ObjectPath(path)
+"""
+USER_UNIT = "/org/freedesktop/systemd1/unit/user_40997_2eservice"
+
+
+@pytest.fixture
+def pid1(buses: type[Buses]) -> Iterator[dbus.Interface]:
+    import subprocess
+
+    proc = buses.spawn_server("org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+                              "org.freedesktop.systemd1.Manager", system_bus=True,
+                              stdout=subprocess.DEVNULL)
+    obj = buses.get_dbus(system_bus=True).get_object("org.freedesktop.systemd1",
+                                                     "/org/freedesktop/systemd1")
+    mock = dbus.Interface(obj, dbusmock.MOCK_IFACE)
+    mock.AddMethod("", "GetUnit", "s", "o", GET_UNIT)
+    mock.AddMethod("", "Reload", "", "", "self.reloads = getattr(self, 'reloads', 0) + 1")
+    yield mock
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_pid1_is_reloaded_only_for_a_loaded_unit_that_needs_it(pid1: dbus.Interface) -> None:
+    dropin = "/etc/systemd/system/user@997.service.d/50-theiaos-podman.conf"
+
+    def reloads() -> int:
+        return sum(1 for _t, name, _a in pid1.GetCalls() if name == "Reload")
+
+    def unit_has(paths: list[str], need: bool = False) -> None:
+        obj = Buses.get_dbus(system_bus=True).get_object("org.freedesktop.systemd1", USER_UNIT)
+        dbus.Interface(obj, dbusmock.MOCK_IFACE).UpdateProperties(
+            "org.freedesktop.systemd1.Unit",
+            {"DropInPaths": dbus.Array(paths, signature="s"), "NeedDaemonReload": need})
+
+    # not loaded: PID 1 reads the file when it first needs the unit
+    assert bus.reload_system_manager_for("user@997.service", dropin, True) is False
+    pid1.AddObject(USER_UNIT, "org.freedesktop.systemd1.Unit",
+                   {"NeedDaemonReload": False, "DropInPaths": dbus.Array([], signature="s")}, [])
+    # loaded before the drop-in existed (systemd 252 says NeedDaemonReload=no then)
+    assert bus.reload_system_manager_for("user@997.service", dropin, True) is True
+    assert reloads() == 1
+    unit_has([dropin])
+    assert bus.reload_system_manager_for("user@997.service", dropin, True) is False
+    unit_has([dropin], need=True)  # its content changed
+    assert bus.reload_system_manager_for("user@997.service", dropin, True) is True
+    unit_has([dropin])
+    assert bus.reload_system_manager_for("user@997.service", dropin, False) is True  # removed
+    unit_has([])
+    assert bus.reload_system_manager_for("user@997.service", dropin, False) is False
+    assert reloads() == 3
