@@ -20,7 +20,8 @@ DEB_NEXT := dist/theiaos-podman_$(VERSION)-2_all.deb
 APT_DEPS := python3 python3-venv python3-pystemd python3-jinja2 python3-dotenv \
 	python3-dbusmock python3-pytest python3-stdeb python3-all python3-setuptools \
 	dh-python debhelper fakeroot build-essential lintian shellcheck dbus \
-	systemd-container mmdebstrap rpm rpmlint createrepo-c curl piuparts dpkg-dev
+	systemd-container mmdebstrap rpm rpmlint createrepo-c curl piuparts dpkg-dev \
+	apt-utils gnupg
 PIP_DEPS := ruff==0.8.6 mypy==1.13.0
 
 RPM := dist/theiaos-podman-$(VERSION)-1.noarch.rpm
@@ -50,6 +51,7 @@ define rpmbuild
 	rm -rf build/rpm$(1) *.egg-info && mkdir -p build/rpm$(1)/SOURCES dist
 	$(PY) setup.py -q sdist -d build/rpm$(1)/SOURCES > build/rpm$(1).log 2>&1 \
 		|| { tail -40 build/rpm$(1).log; exit 1; }
+	cp sysusers/theiaos-podman.conf build/rpm$(1)/SOURCES/theiaos-podman.sysusers
 	rpmbuild -bb --define "_topdir $(abspath build/rpm$(1))" --define "theiaos_release $(1)" \
 		rpm/theiaos-podman.spec >> build/rpm$(1).log 2>&1 || { tail -40 build/rpm$(1).log; exit 1; }
 	cp build/rpm$(1)/RPMS/noarch/theiaos-podman-$(VERSION)-$(1).noarch.rpm $@
@@ -74,7 +76,7 @@ $(VENV)/.done: Makefile
 
 deb: $(DEB)
 
-$(DEB): deps $(shell git ls-files theiaos_pkg units debian docs completions bin defaults scripts) pyproject.toml setup.py stdeb.cfg MANIFEST.in
+$(DEB): deps $(shell git ls-files theiaos_pkg units debian docs completions bin defaults sysusers scripts) pyproject.toml setup.py stdeb.cfg MANIFEST.in
 	$(call stdeb,deb,1)
 	@echo "built $@"
 
@@ -83,18 +85,20 @@ $(DEB_NEXT): $(DEB)
 
 rpm: $(RPM)
 
-$(RPM): deps $(shell git ls-files theiaos_pkg units rpm docs completions bin defaults scripts) pyproject.toml
+$(RPM): deps $(shell git ls-files theiaos_pkg units rpm docs completions bin defaults sysusers scripts) pyproject.toml
 	$(call rpmbuild,1)
 
 $(RPM_NEXT): $(RPM)
 	$(call rpmbuild,2)
 
-# A local dnf repository with the last release and both builds (createrepo_c), for the
-# dnf lifecycle tests.
-repo: $(RPM) $(RPM_NEXT) released
-	rm -rf dist/repo && mkdir -p dist/repo
-	cp $(RELEASE_RPM) $(RPM) $(RPM_NEXT) dist/repo/
-	createrepo_c --quiet dist/repo
+# Signed apt and dnf repositories (scripts/make-repo.sh) of the last release and both
+# builds, with the public key and a .sources and a .repo file for hosts; the lab tests
+# install from them by name. The key is REPO_GNUPGHOME's (made for the build when empty).
+REPO_URL ?= file:///var/tmp/theiaos-repo
+REPO_GNUPGHOME ?= $(abspath build/repo-gnupg)
+repo: $(DEB) $(DEB_NEXT) $(RPM) $(RPM_NEXT) released
+	GNUPGHOME=$(REPO_GNUPGHOME) sh scripts/make-repo.sh dist/repo $(REPO_URL) \
+		$(RELEASE_DEB) $(DEB) $(DEB_NEXT) -- $(RELEASE_RPM) $(RPM) $(RPM_NEXT)
 
 .PHONY: released
 released:
@@ -109,7 +113,8 @@ check: deps $(DEB) $(DEB_NEXT) repo
 	$(PY) -m tests.gateway_image
 	THEIAOS_DEB=$(abspath $(DEB)) THEIAOS_DEB_NEXT=$(abspath $(DEB_NEXT)) \
 		THEIAOS_RELEASE_DEB=$(RELEASE_DEB) THEIAOS_RELEASE=$(RELEASE) \
-		THEIAOS_RPM=$(abspath $(RPM)) THEIAOS_REPO=$(abspath dist/repo) \
+		THEIAOS_RPM=$(abspath $(RPM)) THEIAOS_RPM_NEXT=$(abspath $(RPM_NEXT)) \
+		THEIAOS_REPO=$(abspath dist/repo) THEIAOS_REPO_GNUPGHOME=$(REPO_GNUPGHOME) \
 		$(VPY) -m pytest -ra $(PYTEST_ARGS)
 
 test: check

@@ -1,8 +1,13 @@
 """The service account: find it, check it is fit for the job, or create it.
 
 ``plan`` only reads (/etc/passwd, /etc/group, the home's path) and refuses an unfit
-account or home before anything is written: no ``useradd`` runs for a setup that
+account or home before anything is written: no account is made for a setup that
 would fail later. ``apply`` creates the account and its home as planned.
+
+The package declares the account in sysusers.d (SYSUSERS_FILE, the defaults' line):
+``apply`` creates it with ``systemd-sysusers`` (that file when the plan is its line,
+the plan's own line inline for another name or home), or with ``useradd`` where
+systemd-sysusers is missing. Subordinate ids are not sysusers.d's (subids.py).
 """
 
 from __future__ import annotations
@@ -17,6 +22,23 @@ from .files import Perm
 from .run import Identity, run
 
 NOLOGIN = ("/usr/sbin/nologin", "/sbin/nologin", "/usr/bin/false", "/bin/false")
+#: The package's sysusers.d file (rpm >= 4.19 and Fedora's macros read it too).
+SYSUSERS_FILE = "/usr/lib/sysusers.d/theiaos-podman.conf"
+SYSUSERS = "/usr/bin/systemd-sysusers"
+COMMENT = "TheiaOS gateway"
+
+
+def sysusers_line(name: str, home: str, shell: str = NOLOGIN[0]) -> str:
+    """A system user with a group of its name, its uid picked by systemd-sysusers from
+    the system range (as useradd --system does)."""
+    return f'u {name} - "{COMMENT}" {home} {shell}'
+
+
+def sysusers_text(name: str, home: str) -> str:
+    """SYSUSERS_FILE (tests/unit/test_account.py checks the shipped one is this)."""
+    return ("# theiaos-podman: the account that owns and runs the TheiaOS gateway.\n"
+            "# Its subordinate uid/gid ranges are allocated by the package's setup.\n"
+            f"{sysusers_line(name, home)}\n")
 
 
 class Account(NamedTuple):
@@ -181,6 +203,21 @@ def _nologin(root: str) -> str:
     return "/usr/sbin/nologin"
 
 
+def _create(root: str, name: str, home: str, shell: str) -> list[str]:
+    """The command that creates the account below ``root`` ("/" on a host)."""
+    if not os.path.exists(SYSUSERS):
+        return ["useradd", *(["--prefix", root] if root != "/" else []), "--system",
+                "--user-group", "--home-dir", home, "--no-create-home", "--shell", shell,
+                "--comment", COMMENT, name]
+    line = sysusers_line(name, home, shell)
+    argv = [SYSUSERS, *([f"--root={root}"] if root != "/" else [])]
+    shipped = os.path.join(root, SYSUSERS_FILE.lstrip("/"))  # a host path, also with --root
+    raw = files.read_bytes(shipped, files.ROOT, files.SMALL)
+    if raw is not None and line in raw.decode("utf-8", "replace").splitlines():
+        return [*argv, shipped]
+    return [*argv, "--inline", line]
+
+
 def apply(etc: str, p: Plan) -> tuple[str, Account]:
     """Create the account if planned, and make its home a 0700 directory of its own.
 
@@ -189,15 +226,12 @@ def apply(etc: str, p: Plan) -> tuple[str, Account]:
     acct = p.existing
     if acct is None:
         root = os.path.dirname(os.path.normpath(etc))
-        argv = ["useradd"]
-        if root != "/":
-            argv += ["--prefix", root]
-        argv += ["--system", "--user-group", "--home-dir", p.home, "--no-create-home",
-                 "--shell", _nologin(root), "--comment", "TheiaOS gateway", p.name]
+        argv = _create(root, p.name, p.home, _nologin(root))
         run(argv)
         acct = lookup(etc, p.name)
         if acct is None:
-            raise AccountError(f"useradd reported success but {p.name} is not in {etc}/passwd")
+            raise AccountError(f"{os.path.basename(argv[0])} reported success but {p.name} "
+                               f"is not in {etc}/passwd")
     fixed = False if p.person else files.ensure_dir(
         acct.home, Perm(acct.uid, acct.gid, 0o700), parents=Perm(0, 0, 0o755))
     state = "created" if p.existing is None else "changed" if fixed else "unchanged"

@@ -63,6 +63,8 @@ def test_install_on_debian12_runs_a_plain_user_unit(box: Deb12) -> None:
     assert box.lab.run(*SYSTEMCTL, "is-enabled", "theiaos.service").stdout.strip() == "enabled"
     assert box.lab.run(*SYSTEMCTL, "is-active", "theiaos.service").stdout.strip() == "active"
     assert box.linger() and len(box.subid_lines()) == 2
+    # systemd 252's systemd-sysusers made the account ("!*"; useradd writes "!")
+    assert box.lab.run("getent", "shadow", "theiaos").stdout.split(":")[1] == "!*"
     st = box.lab.host_path(f"{HOME}/.theiaos/.env").stat()
     assert st.st_mode & 0o777 == 0o600
     cfg = json.loads(box.read(f"{HOME}/.theiaos/theiaos.json"))

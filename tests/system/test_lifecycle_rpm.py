@@ -43,7 +43,7 @@ def _lab_repo(tmp: Path) -> Path:
     if not repo:
         pytest.fail("THEIAOS_REPO must name the dnf repository: run `make check`")
     out = tmp / "repo"
-    shutil.copytree(repo, out)
+    shutil.copytree(Path(repo) / "dnf", out)  # make repo's signed dnf repository
     top = tmp / "rpmbuild"
     subprocess.run(["rpmbuild", "-bb", "--define", f"_topdir {top}", str(PROVIDES_SPEC)],
                    check=True, capture_output=True, text=True)
@@ -150,3 +150,21 @@ def test_install_again_reuses_account_token_and_subids(box: DnfBox) -> None:
 
 def test_gateway_survives_a_power_cycle(box: DnfBox) -> None:
     box.survives_power_cycle()
+
+
+def test_a_fresh_host_gets_the_account_from_the_sysusers_file(box: DnfBox) -> None:
+    """Erase, delete the account and its data (what `userdel --remove` does), install:
+    systemd-sysusers makes the account from the rpm's sysusers.d file ("!*" in shadow;
+    useradd writes "!"), and the gateway answers with a new token."""
+    box.dnf("remove", "theiaos-podman")
+    box.lab.run("userdel", "--remove", "theiaos")
+    box.lab.run("sh", "-c", "sed -i '/^theiaos:/d' /etc/subuid /etc/subgid")
+    out = box.dnf("install", "theiaos-podman")
+    assert "account: created" in out and "image: missing" in out, out
+    assert "/usr/lib/sysusers.d/theiaos-podman.conf" in box.lab.run(
+        "rpm", "-ql", "theiaos-podman").stdout
+    assert box.lab.run("getent", "shadow", "theiaos").stdout.split(":")[1] == "!*"
+    build_test_image(box.lab, "theiaos")
+    box.lab.run("theiaosctl", "start", timeout=400)
+    token = box.lab.run("theiaosctl", "token", "show").stdout.strip()
+    assert token != box.token and http_get("/", token) == 200

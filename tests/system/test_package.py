@@ -32,6 +32,18 @@ def test_system_account_with_nologin(installed: Installed) -> None:
     assert st.st_uid == installed.acct.uid and stat.S_IMODE(st.st_mode) == 0o700
 
 
+def test_the_account_comes_from_the_sysusers_file(installed: Installed) -> None:
+    """systemd-sysusers made it ("!*" in shadow; useradd writes "!"), from the shipped
+    file, which now has nothing left to do."""
+    conf = "/usr/lib/sysusers.d/theiaos-podman.conf"
+    assert 'u theiaos - "TheiaOS gateway" /home/theiaos /usr/sbin/nologin' in installed.lab.run(
+        "cat", conf).stdout
+    shadow = installed.lab.run("getent", "shadow", "theiaos").stdout.split(":")
+    assert shadow[1] == "!*", shadow
+    proc = installed.lab.run("systemd-sysusers", "--dry-run", conf)
+    assert "Creating" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
 def test_subids_in_both_files_overlapping_nobody(installed: Installed) -> None:
     for name in ("subuid", "subgid"):
         ranges = subids.parse(installed.path(f"/etc/{name}").read_text())
@@ -115,7 +127,10 @@ def test_second_configure_changes_and_restarts_nothing(installed: Installed) -> 
     before = snapshot()
     proc = lab.run("python3", "-m", "theiaos_pkg.hooks", "configure", timeout=400)
     states = re.findall(r"^theiaos-podman: ([a-z-]+): (\w+)", proc.stdout, re.M)
-    assert len(states) == 8 and {st for _step, st in states} == {"unchanged"}, proc.stdout
+    assert [step for step, _st in states] == [
+        "settings-file", "account", "subids", "gateway-config", "quadlet", "shutdown-order",
+        "launch-script", "linger", "image", "service"], proc.stdout
+    assert {st for _step, st in states} == {"unchanged"}, proc.stdout
     assert "Setup complete" in proc.stdout
     assert snapshot() == before
 

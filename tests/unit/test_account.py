@@ -114,3 +114,56 @@ def test_reach_problem_names_the_directory_the_account_cannot_enter(world: Path)
 def test_problems_pure() -> None:
     acct = account.Account("t", 990, 990, "/home/t", "/usr/sbin/nologin")
     assert account.problems(acct, "/home/t", LoginDefs()) == []
+
+
+# --- sysusers.d (issue 17) ---------------------------------------------------------------
+
+SHIPPED = Path(__file__).resolve().parents[2] / "sysusers" / "theiaos-podman.conf"
+
+
+def test_the_shipped_sysusers_file_is_the_default_account() -> None:
+    from theiaos_pkg import settings
+
+    s = settings.load(environ={}, admin={}, chosen={})
+    assert SHIPPED.read_text() == account.sysusers_text(s.user, s.home), \
+        "regenerate: python3 -c 'from theiaos_pkg import account; print(account.sysusers_text(" \
+        "\"theiaos\", \"/home/theiaos\"), end=\"\")' > sysusers/theiaos-podman.conf"
+
+
+def _shadow(etc: Path, name: str) -> list[str]:
+    return [ln.split(":") for ln in (etc / "shadow").read_text().splitlines()
+            if ln.startswith(f"{name}:")][0]
+
+
+@pytest.mark.skipif(not os.path.exists(account.SYSUSERS), reason="no systemd-sysusers")
+def test_the_account_comes_from_the_sysusers_file(etc: Path) -> None:
+    """The plan's line is the shipped file's (its home here is the test root's): sysusers
+    applies the file itself; the account is a locked system account with its group."""
+    home = str(etc.parent / "home" / "theiaos")
+    shipped = etc.parent / "usr" / "lib" / "sysusers.d" / "theiaos-podman.conf"
+    shipped.parent.mkdir(parents=True)
+    shipped.write_text(account.sysusers_text("theiaos", home))
+    argv = account._create(str(etc.parent), "theiaos", home, "/usr/sbin/nologin")
+    assert argv == [account.SYSUSERS, f"--root={etc.parent}", str(shipped)]
+    state, acct = ensure(str(etc), "theiaos", home)
+    assert state == "created" and 0 < acct.uid < 1000 and acct.home == home
+    assert f"theiaos:x:{acct.gid}:" in (etc / "group").read_text()
+    assert _shadow(etc, "theiaos")[1].startswith("!"), "no password, locked"
+    assert "TheiaOS gateway" in (etc / "passwd").read_text()
+
+
+@pytest.mark.skipif(not os.path.exists(account.SYSUSERS), reason="no systemd-sysusers")
+def test_another_name_is_made_by_sysusers_from_its_own_line(etc: Path) -> None:
+    home = str(etc.parent / "home" / "gw")
+    argv = account._create(str(etc.parent), "gw", home, "/usr/sbin/nologin")
+    assert argv[-2:] == ["--inline", account.sysusers_line("gw", home)]
+    state, acct = ensure(str(etc), "gw", home)
+    assert state == "created" and acct.name == "gw" and acct.home == home
+
+
+def test_useradd_where_there_is_no_systemd_sysusers(etc: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(account, "SYSUSERS", str(etc / "no-such-systemd-sysusers"))
+    home = str(etc.parent / "home" / "theiaos")
+    assert account._create(str(etc.parent), "theiaos", home, "/usr/sbin/nologin")[0] == "useradd"
+    state, acct = ensure(str(etc), "theiaos", home)
+    assert state == "created" and 0 < acct.uid < 1000 and acct.shell in account.NOLOGIN
