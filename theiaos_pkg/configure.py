@@ -253,7 +253,7 @@ def _apply_manager_dropin(p: Plan, etc: str, acct: Account) -> Step:
     if p.unit.unit is not None:
         root = Perm(files.ROOT, files.ROOT, 0o755)
         files.ensure_dir(os.path.dirname(path), root, parents=root)
-        changed = files.write_bytes(path, quadlet.manager_dropin().encode(),
+        changed = files.write_bytes(path, quadlet.manager_dropin(acct.gid).encode(),
                                     Perm(files.ROOT, files.ROOT, 0o644)) or changed
         _reload_system_manager(etc, path, True)  # also when PID 1 loaded it before the file
     return Step("shutdown-order", _state(changed),

@@ -232,7 +232,7 @@ def manager_dropin_glob(etc: str) -> str:
     return f"{etc}/systemd/system/user@*.service.d/{MANAGER_DROPIN}"
 
 
-def manager_dropin() -> str:
+def manager_dropin(gid: int) -> str:
     """user@UID.service's drop-in: when the account's user manager stops (shutdown,
     reboot, lingering turned off, ``systemctl stop user@UID``), stop the gateway first.
 
@@ -240,11 +240,16 @@ def manager_dropin() -> str:
     pause scope and dbus.service at the same time (nothing orders them): the gateway gets
     SIGTERM from its scope, the pause process is gone, and Podman 4.3's ExecStop and
     ExecStopPost hang until the stop timeouts (120 s, then SIGKILL). ExecStop= runs
-    before the manager is signalled, as the account (User=%i), on its private socket."""
+    before the manager is signalled. "+" (not as User=%i): a command of user@.service
+    run as the user opens a PAM session of its own, whose pam_systemd waits on logind,
+    which waits on this very stop once lingering is off (measured: 120 s); setpriv then
+    drops to the account (``gid``, its group) with no PAM, to reach its manager's private
+    socket."""
     return (
         "# theiaos-podman: written by setup, removed with the package. When this user\n"
         "# manager stops (shutdown, reboot, lingering off), stop the gateway first, while\n"
         "# the manager, its bus and Podman's pause process are still up.\n"
         "[Service]\n"
-        f"ExecStop=-/usr/bin/timeout {MANAGER_STOP_WAIT} /usr/bin/env XDG_RUNTIME_DIR=/run/user/%i "
+        f"ExecStop=-+/usr/bin/timeout {MANAGER_STOP_WAIT} /usr/bin/setpriv --reuid=%i "
+        f"--regid={gid} --clear-groups /usr/bin/env XDG_RUNTIME_DIR=/run/user/%i "
         f"/usr/bin/systemctl --user stop {UNIT}\n")

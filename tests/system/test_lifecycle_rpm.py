@@ -156,7 +156,10 @@ def test_a_fresh_host_gets_the_account_from_the_sysusers_file(box: DnfBox) -> No
     """Erase, delete the account and its data (what `userdel --remove` does), install:
     systemd-sysusers makes the account from the rpm's sysusers.d file ("!*" in shadow;
     useradd writes "!"), and the gateway answers with a new token."""
+    uid = box.lab.account("theiaos").uid
     box.dnf("remove", "theiaos-podman")
+    # lingering is off now; its user manager may still be on its way out
+    box.lab.run("systemctl", "stop", f"user@{uid}.service", timeout=120)
     box.lab.run("userdel", "--remove", "theiaos")
     box.lab.run("sh", "-c", "sed -i '/^theiaos:/d' /etc/subuid /etc/subgid")
     out = box.dnf("install", "theiaos-podman")

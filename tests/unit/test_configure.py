@@ -202,7 +202,10 @@ def test_the_user_manager_gets_a_drop_in_that_stops_the_gateway_first(
     path = etc / "systemd" / "system" / f"user@{uid}.service.d" / "50-theiaos-podman.conf"
     text = path.read_text()
     assert (path.stat().st_uid, path.stat().st_mode & 0o7777) == (0, 0o644)
-    assert ("ExecStop=-/usr/bin/timeout 90 /usr/bin/env XDG_RUNTIME_DIR=/run/user/%i "
+    gid = int([ln for ln in (etc / "passwd").read_text().splitlines()
+               if ln.startswith("theiaos:")][0].split(":")[3])
+    assert (f"ExecStop=-+/usr/bin/timeout 90 /usr/bin/setpriv --reuid=%i --regid={gid} "
+            "--clear-groups /usr/bin/env XDG_RUNTIME_DIR=/run/user/%i "
             "/usr/bin/systemctl --user stop theiaos.service\n") in text
 
 
@@ -238,7 +241,7 @@ def test_the_drop_in_is_what_systemd_reads(tmp_path: Path) -> None:
     (tmp_path / "user@.service").write_text(
         "[Unit]\nDescription=User Manager for UID %i\n[Service]\nUser=%i\nType=notify\n"
         "ExecStart=/usr/bin/true\nKillMode=mixed\nTimeoutStopSec=120s\n")
-    (d / quadlet.MANAGER_DROPIN).write_text(quadlet.manager_dropin())
+    (d / quadlet.MANAGER_DROPIN).write_text(quadlet.manager_dropin(997))
     proc = subprocess.run(["systemd-analyze", "--man=no", "verify", str(tmp_path / "user@997.service")],
                           capture_output=True, text=True, env={**os.environ, "SYSTEMD_LOG_LEVEL": "warning"})
     noise = [ln for ln in proc.stderr.splitlines() if "user@997.service" in ln or "drop-in" in ln]
