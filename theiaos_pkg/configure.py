@@ -227,9 +227,15 @@ def _manager_dropins(etc: str, keep: int | None) -> list[str]:
     return sorted(p for p in glob.glob(quadlet.manager_dropin_glob(etc)) if p != mine)
 
 
-def _drop_manager_dropin(path: str) -> bool:
-    gone = files.remove(path)
-    files.remove_empty_dir(os.path.dirname(path))
+def _remove_manager_dropins(etc: str, keep: int | None) -> list[str]:
+    """Remove our user@UID.service drop-ins but ``keep``'s (and their emptied
+    directories), PID 1 told; the paths that were there."""
+    gone = []
+    for path in _manager_dropins(etc, keep):
+        if files.remove(path):
+            gone.append(path)
+        files.remove_empty_dir(os.path.dirname(path))
+        _reload_system_manager(etc, path, False)
     return gone
 
 
@@ -245,11 +251,7 @@ def _apply_manager_dropin(p: Plan, etc: str, acct: Account) -> Step:
     """The service mode's user@UID.service drop-in (quadlet.manager_dropin): the account's
     user manager stops the gateway first. Manual mode and other accounts get none."""
     path = quadlet.manager_dropin_path(etc, acct.uid)
-    stale = _manager_dropins(etc, keep=acct.uid if p.unit.unit is not None else None)
-    for old in stale:
-        if _drop_manager_dropin(old):
-            _reload_system_manager(etc, old, False)
-    changed = bool(stale)
+    changed = bool(_remove_manager_dropins(etc, acct.uid if p.unit.unit is not None else None))
     if p.unit.unit is not None:
         root = Perm(files.ROOT, files.ROOT, 0o755)
         files.ensure_dir(os.path.dirname(path), root, parents=root)
@@ -375,9 +377,7 @@ def remove(s: Settings, etc: str, report: Report) -> None:
         report(f"remove: no account {s.user}: nothing to stop")
         return
     def dropins(s: Settings, acct: Account, report: Report) -> None:
-        gone = [p for p in _manager_dropins(etc, keep=None) if _drop_manager_dropin(p)]
-        for path in gone:
-            _reload_system_manager(etc, path, False)
+        gone = _remove_manager_dropins(etc, keep=None)
         if gone:
             report(f"remove: removed {', '.join(gone)}")
 
