@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from . import account, bus, files, gateway, health, podman, quadlet, runtime, service, settings, state, subids
 from .account import Account
-from .errors import SettingError, TheiaosError, UnsafePathError
+from .errors import BusError, SettingError, TheiaosError, UnsafePathError
 from .files import Perm
 from .run import run
 from .runtime import AUTO_UPDATE_TIMER, LINGER_DIR, Outcome, Report, Step
@@ -227,39 +227,53 @@ def _manager_dropins(etc: str, keep: int | None) -> list[str]:
     return sorted(p for p in glob.glob(quadlet.manager_dropin_glob(etc)) if p != mine)
 
 
-def _remove_manager_dropins(etc: str, keep: int | None) -> list[str]:
+def _remove_manager_dropins(etc: str, keep: int | None) -> tuple[list[str], list[str]]:
     """Remove our user@UID.service drop-ins but ``keep``'s (and their emptied
-    directories), PID 1 told; the paths that were there."""
-    gone = []
+    directories), PID 1 told: the paths that were there, and the warnings of PID 1."""
+    gone, warnings = [], []
     for path in _manager_dropins(etc, keep):
         if files.remove(path):
             gone.append(path)
         files.remove_empty_dir(os.path.dirname(path))
-        _reload_system_manager(etc, path, False)
-    return gone
+        warnings += filter(None, [_reload_system_manager(etc, path, False)])
+    return gone, warnings
 
 
-def _reload_system_manager(etc: str, path: str, present: bool) -> None:
-    """PID 1 picks up a written (``present``) or removed drop-in of user@UID.service."""
-    # A test's etc is not the system's: only the real one is loaded by PID 1.
-    if etc == "/etc" and bus.systemd_running():
-        unit = os.path.basename(os.path.dirname(path)).removesuffix(".d")
+def _loaded_by_pid1(etc: str) -> bool:
+    """A test's etc is not the system's: only the real one is loaded by PID 1."""
+    return etc == "/etc" and bus.systemd_running()
+
+
+def _reload_system_manager(etc: str, path: str, present: bool) -> str:
+    """PID 1 picks up a written (``present``) or removed drop-in of user@UID.service.
+    A D-Bus failure is not the install's: it is returned as a warning with the fix
+    (the drop-in is on disk; PID 1 reads it at its next reload or boot)."""
+    if not _loaded_by_pid1(etc):
+        return ""
+    unit = os.path.basename(os.path.dirname(path)).removesuffix(".d")
+    try:
         bus.reload_system_manager_for(unit, path, present)
+    except BusError as exc:
+        return (f"warning: PID 1 not reloaded for {unit} ({exc.message}); "
+                "run: sudo systemctl daemon-reload")
+    return ""
 
 
 def _apply_manager_dropin(p: Plan, etc: str, acct: Account) -> Step:
     """The service mode's user@UID.service drop-in (quadlet.manager_dropin): the account's
     user manager stops the gateway first. Manual mode and other accounts get none."""
     path = quadlet.manager_dropin_path(etc, acct.uid)
-    changed = bool(_remove_manager_dropins(etc, acct.uid if p.unit.unit is not None else None))
+    gone, warnings = _remove_manager_dropins(etc, acct.uid if p.unit.unit is not None else None)
+    changed = bool(gone)
     if p.unit.unit is not None:
         root = Perm(files.ROOT, files.ROOT, 0o755)
         files.ensure_dir(os.path.dirname(path), root, parents=root)
         changed = files.write_bytes(path, quadlet.manager_dropin(acct.gid).encode(),
                                     Perm(files.ROOT, files.ROOT, 0o644)) or changed
-        _reload_system_manager(etc, path, True)  # also when PID 1 loaded it before the file
-    return Step("shutdown-order", _state(changed),
-                path if p.unit.unit is not None else "manual mode: none")
+        # also when PID 1 loaded the unit before the file was there
+        warnings += filter(None, [_reload_system_manager(etc, path, True)])
+    where = path if p.unit.unit is not None else "manual mode: none"
+    return Step("shutdown-order", _state(changed), "; ".join([where, *warnings]))
 
 
 def launch_script_path(s: Settings) -> str:
@@ -377,9 +391,11 @@ def remove(s: Settings, etc: str, report: Report) -> None:
         report(f"remove: no account {s.user}: nothing to stop")
         return
     def dropins(s: Settings, acct: Account, report: Report) -> None:
-        gone = _remove_manager_dropins(etc, keep=None)
+        gone, warnings = _remove_manager_dropins(etc, keep=None)
         if gone:
             report(f"remove: removed {', '.join(gone)}")
+        for line in warnings:
+            report(f"remove: {line}")
 
     for step in (_stop_all, _remove_unit, dropins, _auto_update_off, _remove_launch_script,
                  _linger_off):

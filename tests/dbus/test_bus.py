@@ -156,3 +156,33 @@ def test_pid1_is_reloaded_only_for_a_loaded_unit_that_needs_it(pid1: dbus.Interf
     unit_has([])
     assert bus.reload_system_manager_for("user@997.service", dropin, False) is False
     assert reloads() == 3
+
+
+def test_a_refused_pid1_reload_is_a_reported_step_not_a_failed_install(
+        pid1: dbus.Interface, tmp_path: "os.PathLike[str]", monkeypatch: pytest.MonkeyPatch) -> None:
+    """PID 1 refuses the reload after a drop-in was written or removed: a warning with the
+    fix, not an exception (a postinst must not fail on it; the file is on disk)."""
+    from theiaos_pkg import configure
+
+    dropin = "/etc/systemd/system/user@997.service.d/50-theiaos-podman.conf"
+    pid1.AddObject(USER_UNIT, "org.freedesktop.systemd1.Unit",
+                   {"NeedDaemonReload": False, "DropInPaths": dbus.Array([], signature="s")}, [])
+    pid1.AddMethod("", "Reload", "", "",
+                   "raise dbus.exceptions.DBusException('Access denied', "
+                   "name='org.freedesktop.DBus.Error.AccessDenied')")
+    monkeypatch.setattr(configure, "_loaded_by_pid1", lambda etc: True)
+    warning = configure._reload_system_manager("/etc", dropin, True)
+    assert warning.startswith("warning: PID 1 not reloaded for user@997.service (")
+    assert "Access denied" in warning and warning.endswith("; run: sudo systemctl daemon-reload")
+    # the same through the step: written, reported, not raised
+    etc = os.fspath(tmp_path)
+    path = f"{etc}/systemd/system/user@997.service.d/50-theiaos-podman.conf"
+    os.makedirs(os.path.dirname(path))
+    with open(path, "w") as fh:
+        fh.write("old\n")
+    obj = Buses.get_dbus(system_bus=True).get_object("org.freedesktop.systemd1", USER_UNIT)
+    dbus.Interface(obj, dbusmock.MOCK_IFACE).UpdateProperties(  # PID 1 has it loaded
+        "org.freedesktop.systemd1.Unit", {"DropInPaths": dbus.Array([path], signature="s")})
+    gone, warnings = configure._remove_manager_dropins(etc, keep=None)
+    assert gone == [path] and not os.path.exists(path)
+    assert len(warnings) == 1 and "run: sudo systemctl daemon-reload" in warnings[0]
