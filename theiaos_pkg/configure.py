@@ -230,7 +230,8 @@ def _manager_dropins(etc: str, keep: int | None) -> list[str]:
 def _remove_manager_dropins(etc: str, keep: int | None) -> tuple[list[str], list[str]]:
     """Remove our user@UID.service drop-ins but ``keep``'s (and their emptied
     directories), PID 1 told: the paths that were there, and the warnings of PID 1."""
-    gone, warnings = [], []
+    gone: list[str] = []
+    warnings: list[str] = []
     for path in _manager_dropins(etc, keep):
         if files.remove(path):
             gone.append(path)

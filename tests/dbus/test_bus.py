@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import dbus
 import pytest
@@ -159,7 +160,7 @@ def test_pid1_is_reloaded_only_for_a_loaded_unit_that_needs_it(pid1: dbus.Interf
 
 
 def test_a_refused_pid1_reload_is_a_reported_step_not_a_failed_install(
-        pid1: dbus.Interface, tmp_path: "os.PathLike[str]", monkeypatch: pytest.MonkeyPatch) -> None:
+        pid1: dbus.Interface, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """PID 1 refuses the reload after a drop-in was written or removed: a warning with the
     fix, not an exception (a postinst must not fail on it; the file is on disk)."""
     from theiaos_pkg import configure
