@@ -21,7 +21,7 @@ APT_DEPS := python3 python3-venv python3-pystemd python3-jinja2 python3-dotenv \
 	python3-dbusmock python3-pytest python3-stdeb python3-all python3-setuptools \
 	dh-python debhelper fakeroot build-essential lintian shellcheck dbus \
 	systemd-container mmdebstrap rpm rpmlint createrepo-c curl piuparts dpkg-dev \
-	apt-utils gnupg
+	apt-utils gnupg openssh-client
 PIP_DEPS := ruff==0.8.6 mypy==1.13.0
 
 RPM := dist/theiaos-podman-$(VERSION)-1.noarch.rpm
@@ -70,6 +70,10 @@ $(VENV)/.done: Makefile
 	fi
 	@command -v npm >/dev/null || { echo "+ apt-get install npm"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm; }
+	@# the fleet test's Ansible: ansible-core alone (its Recommends are 500 MB of collections)
+	@dpkg-query -W -f='$${db:Status-Status}' ansible-core 2>/dev/null | grep -qx installed || { \
+		echo "+ apt-get install --no-install-recommends ansible-core"; apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ansible-core; }
 	$(PY) -m venv --system-site-packages $(VENV)
 	$(VPY) -m pip install -q --disable-pip-version-check $(PIP_DEPS)
 	touch $@

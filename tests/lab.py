@@ -45,7 +45,7 @@ from pathlib import Path, PurePosixPath
 from types import FrameType, TracebackType
 
 # Bump when the way the cached tree is prepared changes (it is part of the cache key).
-LAB_VERSION = "2"
+LAB_VERSION = "3"
 MIRROR = "http://deb.debian.org/debian"
 # Everything a lab needs, plus the runtime dependencies of theiaos-podman so that
 # `apt-get install ./theiaos-podman_*.deb` inside the lab needs no network.
@@ -86,7 +86,10 @@ class Release:
 
 # Debian 13: Podman 5.4 (Quadlet, pasta). dnf and rpm: the RPM lifecycle tests install
 # our .rpm with dnf in the same lab.
-DEBIAN13 = Release("Debian 13", "trixie", (*_COMMON, "passt", "dnf", "rpm"), "python3.13")
+# openssh-server and python3-apt: the fleet test drives three labs with Ansible over ssh
+# (its apt module needs python3-apt); sshd is off until Lab.serve_ssh(port) turns it on.
+DEBIAN13 = Release("Debian 13", "trixie", (*_COMMON, "passt", "dnf", "rpm", "openssh-server", "python3-apt"),
+                   "python3.13")
 # Debian 12: Podman 4.3 (no Quadlet, slirp4netns). Debian 13's podman is downloaded
 # too, for the test that brings Podman past 4.4 the way a release upgrade does. Lab
 # only: rootless Podman 4.3 falls back to the vfs driver in the lab (no fuse-overlayfs),
@@ -315,6 +318,14 @@ def _build_rootfs(target: Path, release: Release) -> None:
     wants.mkdir(parents=True, exist_ok=True)
     for unit in ("theiaos-lab-tun.service", "theiaos-lab-cgroup.service"):
         (wants / unit).symlink_to(f"../{unit}")
+    # Labs share the build machine's network: no sshd on its port 22 unless asked for
+    # (Lab.serve_ssh), and no host keys shared by every copy of the tree.
+    for link in ("etc/systemd/system/multi-user.target.wants/ssh.service",
+                 "etc/systemd/system/sshd.service", "etc/systemd/system/sockets.target.wants/ssh.socket"):
+        if (target / link).is_symlink():
+            (target / link).unlink()
+    for key in (target / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
 
 
 # --------------------------------------------------------------------------- lab
@@ -677,6 +688,19 @@ class Lab:
         owner.parent.mkdir(exist_ok=True)
         owner.write_text(f"{user}\n")
         self.run("chown", user, "/sys/fs/cgroup")
+
+    def serve_ssh(self, port: int, authorized_key: str) -> None:
+        """sshd on 127.0.0.1:`port` (the build machine's network), root's login by
+        `authorized_key` only; host keys made for this lab."""
+        conf = ("# theiaos lab only\n"
+                f"Port {port}\nListenAddress 127.0.0.1\n"
+                "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
+                "KbdInteractiveAuthentication no\nUseDNS no\n")
+        self.run("sh", "-c", "mkdir -p /etc/ssh/sshd_config.d && cat > /etc/ssh/sshd_config.d/50-lab.conf "
+                 "&& install -d -m 700 /root/.ssh && ssh-keygen -A", input=conf)
+        self.run("sh", "-c", "cat > /root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys",
+                 input=authorized_key.strip() + "\n")
+        self.run("systemctl", "start", "ssh.service")
 
     def wait_for_path(self, path: str, timeout: float = 60) -> None:
         """Wait (bounded) until `path` exists inside the lab (any mount)."""
