@@ -3,8 +3,16 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime, timezone
+
 from .run import run
 from .settings import UNIT
+
+#: How many records ``tail`` reads to choose its lines from: a gateway that logs every
+#: request (or a health check that polls it twice a second) must not push out the
+#: lines that say why its start failed, and the read stays bounded.
+WINDOW = 400
 
 
 def matches(uid: int, unit: str = UNIT) -> list[str]:
@@ -18,8 +26,8 @@ def matches(uid: int, unit: str = UNIT) -> list[str]:
 
 
 def argv(uid: int, lines: int | None = None, follow: bool = False,
-         since: str | None = None) -> list[str]:
-    cmd = ["journalctl", "--no-pager", "-o", "short-iso"]
+         since: str | None = None, output: str = "short-iso") -> list[str]:
+    cmd = ["journalctl", "--no-pager", "-o", output]
     if lines is not None:
         cmd += ["-n", str(lines)]
     if follow:
@@ -30,7 +38,71 @@ def argv(uid: int, lines: int | None = None, follow: bool = False,
 
 
 def tail(uid: int, lines: int = 40) -> str:
-    proc = run(argv(uid, lines), check=False)
+    """The last lines that explain the unit's state: systemd's, Podman's and the start
+    check's lines, and no more than half of ``lines`` of the gateway's own output."""
+    proc = run(argv(uid, WINDOW, output="json"), check=False)
     if proc.returncode != 0:
         return f"(journalctl failed: {(proc.stderr or '').strip()})"
-    return proc.stdout.rstrip()
+    return "\n".join(format_record(r) for r in pick(parse(proc.stdout), lines))
+
+
+def parse(text: str) -> list[dict[str, object]]:
+    """journalctl's ``-o json`` records (one object a line); a line that is not one is
+    skipped."""
+    records = []
+    for line in text.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            records.append(rec)
+    return records
+
+
+def from_container(rec: dict[str, object]) -> bool:
+    """A line the gateway wrote (Podman's journald log driver marks it); the rest are
+    systemd's, Podman's, conmon's and the unit's own commands'."""
+    return "CONTAINER_ID" in rec
+
+
+def pick(records: list[dict[str, object]], lines: int) -> list[dict[str, object]]:
+    """The last ``lines`` records, of which the gateway's take at most half where there
+    are others to show; in their order."""
+    ours = [i for i, r in enumerate(records) if not from_container(r)]
+    theirs = [i for i, r in enumerate(records) if from_container(r)]
+    keep_theirs = min(len(theirs), max(lines // 2, lines - len(ours)))
+    keep_ours = min(len(ours), lines - keep_theirs)
+    chosen = set(theirs[len(theirs) - keep_theirs:]) | set(ours[len(ours) - keep_ours:])
+    return [records[i] for i in sorted(chosen)]
+
+
+def _text(value: object) -> str:
+    if isinstance(value, list):  # journalctl's form of a message that is not UTF-8
+        value = bytes(b for b in value if isinstance(b, int) and 0 <= b < 256).decode(
+            "utf-8", "replace")
+    return value if isinstance(value, str) else ""
+
+
+def printable(text: str) -> str:
+    """The gateway's text for root's terminal: control characters (an escape sequence,
+    a carriage return that hides what came before) shown as escapes."""
+    return "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in text)
+
+
+def format_record(rec: dict[str, object]) -> str:
+    """One record as ``journalctl -o short-iso`` prints it (the lines of a message of
+    several indented under the first)."""
+    try:
+        ts = datetime.fromtimestamp(int(str(rec.get("__REALTIME_TIMESTAMP"))) / 1e6,
+                                    timezone.utc).astimezone()
+        when = ts.isoformat(timespec="seconds")
+    except (ValueError, OverflowError, OSError):
+        when = "-"
+    ident = _text(rec.get("SYSLOG_IDENTIFIER")) or _text(rec.get("_COMM")) or "?"
+    pid = _text(rec.get("SYSLOG_PID")) or _text(rec.get("_PID"))
+    head = f"{when} {_text(rec.get('_HOSTNAME'))} {ident}{f'[{pid}]' if pid else ''}: "
+    first, *rest = _text(rec.get("MESSAGE")).rstrip("\n").split("\n")
+    return "\n".join(printable(line) for line in
+                     [head + first, *(" " * len(head) + more for more in rest)])
+
