@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import ctypes
 import fcntl
 import hashlib
@@ -39,7 +40,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import FrameType, TracebackType
@@ -217,7 +217,7 @@ def rootfs_key(release: Release = DEBIAN13) -> str:
     return hashlib.sha256(spec.encode()).hexdigest()[:16]
 
 
-@contextmanager
+@contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """Hold an exclusive flock on `path` (serialises concurrent cache builders)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -349,6 +349,51 @@ def _die_with_parent() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
 
 
+#: The build machine's cgroup v2 mount (its layout is hybrid: v1 controllers beside it,
+#: so this tree has no controllers and no rule against processes in inner cgroups).
+UNIFIED = Path("/sys/fs/cgroup/unified")
+
+
+def _lab_cgroup_preexec(procs: Path) -> Callable[[], None]:
+    """preexec_fn of nspawn: join the lab's own cgroup, then _die_with_parent. nspawn
+    puts the container under its caller's cgroup (CALLER/payload): labs started from
+    one process would share one tree, each lab's systemd would see (and wait for) the
+    others' units, and the first to power off would kill the others' payload."""
+    def preexec() -> None:
+        fd = os.open(procs, os.O_WRONLY)
+        try:
+            os.write(fd, str(os.getpid()).encode())
+        finally:
+            os.close(fd)
+        _die_with_parent()
+    return preexec
+
+
+def _remove_cgroup(path: Path) -> list[str]:
+    """Kill what is left in a stopped lab's cgroup (cgroup.kill: only processes
+    started for this lab can be in it) and remove it, innermost first; what could not
+    be removed, with the reason."""
+    if not path.is_dir():
+        return []
+    with contextlib.suppress(OSError):  # a kernel before 5.14: the rmdir below says what is left
+        (path / "cgroup.kill").write_text("1")
+    left = []
+    for _ in range(50):
+        left = []
+        for sub in sorted((d for d in path.rglob("*") if d.is_dir()), key=lambda d: -len(d.parts)):
+            try:
+                sub.rmdir()
+            except OSError as exc:
+                left.append(f"{sub}: {exc.strerror}")
+        try:
+            path.rmdir()
+            return []
+        except OSError as exc:
+            left.append(f"{path}: {exc.strerror}")
+        time.sleep(0.1)  # killed processes leave their cgroup when they are reaped
+    return left
+
+
 class Lab:
     """A booted copy of the cached lab tree.
 
@@ -368,6 +413,9 @@ class Lab:
         self._init_pid: int | None = None
         self._stop_lock = threading.Lock()
         self._owns_root = False  # True once __enter__ started copying the tree to self.root
+        # The lab's own cgroup: nspawn starts in it, and so does every command entered
+        # with nsenter (outside the container's cgroup namespace, as from its parent).
+        self.cgroup = UNIFIED / self.machine
         self._sigterm_installed = False
 
     # ---- lifecycle
@@ -421,6 +469,7 @@ class Lab:
         # fallbacks first: an interruption right after Popen must still stop the lab
         atexit.register(self.stop)
         self._install_sigterm_handler()
+        self.cgroup.mkdir(exist_ok=True)
         with open(self.console_log, "wb") as log:
             self._nspawn = subprocess.Popen(
                 argv,
@@ -429,7 +478,7 @@ class Lab:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # setsid: own session and process group
-                preexec_fn=_die_with_parent,
+                preexec_fn=_lab_cgroup_preexec(self.cgroup / "cgroup.procs"),
             )
 
     def _install_sigterm_handler(self) -> None:
@@ -530,6 +579,8 @@ class Lab:
                 self._power_off(proc)
                 self._nspawn = None
                 self._init_pid = None
+            for left in _remove_cgroup(self.cgroup):
+                print(f"lab {self.machine}: cgroup not removed: {left}", file=sys.stderr)
             atexit.unregister(self.stop)
             self._restore_sigterm_handler()
             if self._owns_root and not self.keep_root and self.root.exists():
@@ -549,6 +600,9 @@ class Lab:
             took = time.monotonic() - t0
             self._nspawn = None
             self._init_pid = None
+            left = _remove_cgroup(self.cgroup)  # as after a real power-off: nothing is left
+            if left:
+                raise LabError(f"lab {self.machine}: cgroup not removed after power-off: {'; '.join(left)}")
         self._start()
         return took
 
@@ -575,7 +629,12 @@ class Lab:
     # ---- driving it
 
     def _nsenter(self) -> list[str]:
-        return [_host_tool("nsenter"), "-t", str(self.init_pid), "-a", "--"]
+        """Enter the lab from its own cgroup (the host's /bin/sh joins it, then execs
+        nsenter): from the host's root cgroup, which is no longer the container's
+        parent, logind refuses the caller ("Could not enable linger: Protocol driver
+        not attached")."""
+        return ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.cgroup / "cgroup.procs"),
+                _host_tool("nsenter"), "-t", str(self.init_pid), "-a", "--"]
 
     def run(
         self,
