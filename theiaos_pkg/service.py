@@ -113,19 +113,24 @@ def _rejected(s: Settings, acct: Account, load: str) -> GatewayError:
         f"verify {s.plain_unit_path}")
 
 
-#: How often a wait for the gateway asks it (one local HTTP request), and how often
-#: systemd (five calls), whose state only decides when to give up.
+#: How often a wait for the gateway asks it (one local HTTP request): at first every
+#: PROBE seconds, then less and less often up to every PROBE_MAX (a gateway that never
+#: answers is not asked a hundred times a second for its whole start timeout, each
+#: request a line in its log); at once when systemd reports the unit active (its start
+#: check saw the gateway answer). How often systemd (five calls), whose state decides
+#: when to give up, and once the gateway answers, when it is up.
 PROBE = 0.01
+PROBE_MAX = 0.25
 ASK_SYSTEMD = 0.1
 
 
 def _wait_up(mgr: bus.UserManager, s: Settings, job: bytes | None, restarting: bool,
              deadline: float, since: int = 0) -> tuple[bool, bus.UnitState]:
     """Wait until /healthz answers and systemd reports the unit active, asking the
-    gateway every PROBE seconds and systemd every ASK_SYSTEMD seconds until it answers,
-    then every PROBE seconds: with Notify=healthy the unit turns active a moment after
-    the first answer (when Podman's own health check has passed), and `systemctl start`
-    waits for the same. During a restart the answer counts once the unit is seen
+    gateway every PROBE to PROBE_MAX seconds and systemd every ASK_SYSTEMD seconds until
+    it answers, then systemd every PROBE seconds: with Notify=healthy the unit turns
+    active a moment after the first answer (when Podman's own health check has
+    passed), and `systemctl start` waits for the same. During a restart the answer counts once the unit is seen
     starting again, after a state change since ``since`` (the unit's
     StateChangeTimestamp when the job was queued: it may have been starting already),
     or once the job is done, so that it is the new container's. Give up at once when the
@@ -134,7 +139,8 @@ def _wait_up(mgr: bus.UserManager, s: Settings, job: bytes | None, restarting: b
     nothing answers)."""
     fresh = not restarting  # a restart: the old container answers until it is stopped
     answers = False
-    asked = 0.0
+    asked = probed = 0.0
+    interval = PROBE
     while True:
         if not fresh or answers or time.monotonic() - asked >= ASK_SYSTEMD:
             st = mgr.state(UNIT)
@@ -146,9 +152,13 @@ def _wait_up(mgr: bus.UserManager, s: Settings, job: bytes | None, restarting: b
                 return False, st
             if answers and st.active == "active":
                 return True, st
-        if not answers and fresh and health.healthy(s):
-            answers = True
-            continue  # ask systemd at once
+            if fresh and st.active == "active":
+                probed = 0.0  # its start check passed: ask the gateway now
+        if not answers and fresh and time.monotonic() - probed >= interval:
+            probed, interval = time.monotonic(), min(interval * 2, PROBE_MAX)
+            if health.healthy(s):
+                answers = True
+                continue  # ask systemd at once
         if time.monotonic() > deadline:
             return False, st
         time.sleep(PROBE)

@@ -151,6 +151,36 @@ def test_an_answering_unit_that_never_turns_active_is_reported(
         _bring_up(_settings(gateway), timeout=1)
 
 
+class _Unhealthy(http.server.BaseHTTPRequestHandler):
+    asked = 0
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        type(self).asked += 1
+        self.send_response(500)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_gateway_that_never_answers_is_not_flooded_with_requests(
+        user_bus: dbus.Interface, unit: dbus.Interface) -> None:
+    """Each request is a line in the gateway's log (the journal an operator reads to
+    see why the start failed): the wait asks less and less often, up to PROBE_MAX."""
+    _activating_start(user_bus)
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Unhealthy)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(GatewayError, match=r"activating \(start\) and http://127.0.0.1:\d+/"
+                           r"healthz does not answer"):
+            _bring_up(_settings(srv.server_address[1]), timeout=3)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    # 0.01 doubling to 0.25 s: 6 in the first 0.5 s, then 4 a second (was 100 a second)
+    assert 5 <= _Unhealthy.asked <= 3 / service.PROBE_MAX + 6, _Unhealthy.asked
+
+
 def test_a_disabled_plain_unit_is_enabled_before_it_starts(user_bus: dbus.Interface,
                                                             unit: dbus.Interface,
                                                             gateway: int) -> None:
