@@ -236,7 +236,8 @@ def _remove_manager_dropins(etc: str, keep: int | None) -> tuple[list[str], list
         if files.remove(path):
             gone.append(path)
         files.remove_empty_dir(os.path.dirname(path))
-        warnings += filter(None, [_reload_system_manager(etc, path, False)])
+        if (warning := _reload_system_manager(etc, path, False)):
+            warnings.append(warning)
     return gone, warnings
 
 
@@ -272,7 +273,8 @@ def _apply_manager_dropin(p: Plan, etc: str, acct: Account) -> Step:
         changed = files.write_bytes(path, quadlet.manager_dropin(acct.gid).encode(),
                                     Perm(files.ROOT, files.ROOT, 0o644)) or changed
         # also when PID 1 loaded the unit before the file was there
-        warnings += filter(None, [_reload_system_manager(etc, path, True)])
+        if (warning := _reload_system_manager(etc, path, True)):
+            warnings.append(warning)
     where = path if p.unit.unit is not None else "manual mode: none"
     return Step("shutdown-order", _state(changed), "; ".join([where, *warnings]))
 
