@@ -3,8 +3,10 @@ Debian's archive (ansible.builtin only: the system's collections are not looked 
 against three labs booted at once, each reached over ssh on its own loopback port and
 given its own gateway port by the playbook's preseeded /etc/theiaos/podman.env.
 
-The signed apt repository (scripts/make-repo.sh, the build's key) is served over HTTP
-from the build machine. First it holds build -1: the playbook installs it on every host
+The signed apt and dnf repositories (scripts/make-repo.sh, the build's key) are served
+over HTTP from the build machine; two hosts take the apt branch of the playbook, the
+third its dnf branch (rpm_key, yum_repository, dnf with gpgcheck and repo_gpgcheck).
+First they hold build -1: the playbook installs it on every host
 and writes one report; a rerun changes nothing. Then build -2 is published: the same
 playbook rolls it out, every gateway answers again with its token and its port, and a
 rerun changes nothing again."""
@@ -29,6 +31,7 @@ import pytest
 
 from ..lab import CONTAINER_PATH, IMAGE_IMPORT_CHANGES, IMAGE_REF, Lab, _cached_image_tar
 from .conftest import SHUTDOWN_BOUND, http_get, lab_only, port_free
+from .test_lifecycle_rpm import PROVIDES_SPEC
 
 pytestmark = lab_only
 
@@ -38,6 +41,9 @@ MAKE_REPO = ROOT / "scripts" / "make-repo.sh"
 #: (ssh, gateway, bridge) ports per host on the build machine's loopback; none is 18789,
 #: the other lab tests' port.
 PORTS = ((22431, 18801, 18802), (22432, 18811, 18812), (22433, 18821, 18822))
+#: The hosts the playbook drives with dnf (its Fedora/RHEL branch: rpm_key,
+#: yum_repository, dnf): a Debian lab with dnf and rpm, as test_lifecycle_rpm uses.
+DNF_HOSTS = {"fleet3"}
 BUILT = os.environ.get("THEIAOS_DEB", "x_0-1_").rsplit("_", 2)[-2].rsplit("-", 1)[0]
 RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
@@ -48,6 +54,7 @@ class Host(NamedTuple):
     ssh: int
     port: int
     bridge: int
+    dnf: bool
 
     def token(self) -> str:
         return self.lab.run("theiaosctl", "token", "show").stdout.strip()
@@ -66,10 +73,13 @@ class Fleet(NamedTuple):
     report: Path
     env: dict[str, str]
 
-    def publish(self, *debs: str) -> None:
-        """The repository holds ``debs`` (and nothing else), signed with the build's key."""
+    def publish(self, *builds: str) -> None:
+        """The repository holds the .deb and .rpm of ``builds`` ("" for the first build,
+        "NEXT" for the next) and nothing else, signed with the build's key."""
         env = {"PATH": CONTAINER_PATH, "GNUPGHOME": self.env["THEIAOS_REPO_GNUPGHOME"]}
-        subprocess.run(["sh", str(MAKE_REPO), str(self.repo), "http://unused", *debs, "--"],
+        debs = [os.environ[f"THEIAOS_DEB{'_' + b if b else ''}"] for b in builds]
+        rpms = [os.environ[f"THEIAOS_RPM{'_' + b if b else ''}"] for b in builds]
+        subprocess.run(["sh", str(MAKE_REPO), str(self.repo), "http://unused", *debs, "--", *rpms],
                        env=env, check=True, capture_output=True, text=True)
 
     def play(self) -> dict[str, int]:
@@ -97,6 +107,25 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+def _lab_provides(top: Path) -> Path:
+    """The rpm that tells rpm's database what dpkg installed in the lab (tests/rpm)."""
+    subprocess.run(["rpmbuild", "-bb", "--define", f"_topdir {top}", str(PROVIDES_SPEC)],
+                   check=True, capture_output=True, text=True)
+    return next((top / "RPMS" / "noarch").glob("*.rpm"))
+
+
+def _as_a_dnf_host(lab: Lab, provides: Path) -> None:
+    """Lab only: what a Fedora/RHEL host has and this Debian lab with dnf lacks. rpm's
+    database knows the lab's Debian packages (virtual provides); rpm runs scriptlets
+    as Fedora's does, not in Debian's private namespace (test_lifecycle_rpm); dnf finds
+    /etc/yum.repos.d and a release version (Fedora's fedora-release gives both)."""
+    lab.put(provides, "/var/tmp/lab-provides.rpm")
+    lab.run("rpm", "-i", "/var/tmp/lab-provides.rpm")
+    lab.run("sh", "-c", "mkdir -p /etc/rpm /etc/yum.repos.d /etc/dnf/vars "
+            "&& echo '%__transaction_unshare %{nil}' > /etc/rpm/macros "
+            "&& echo 13 > /etc/dnf/vars/releasever")
+
+
 def _image_archive(lab: Lab, dest: Path) -> None:
     """The stand-in gateway image as `podman save` writes it (what an operator copies to
     hosts that do not pull), made with root's Podman in one lab."""
@@ -110,7 +139,7 @@ def _image_archive(lab: Lab, dest: Path) -> None:
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    need = ("THEIAOS_DEB", "THEIAOS_DEB_NEXT", "THEIAOS_REPO_GNUPGHOME")
+    need = ("THEIAOS_DEB", "THEIAOS_DEB_NEXT", "THEIAOS_RPM", "THEIAOS_RPM_NEXT", "THEIAOS_REPO_GNUPGHOME")
     if not all(os.environ.get(v) for v in need):
         pytest.fail(f"{', '.join(need)} must be set: run `make check`")
     if shutil.which("ansible-playbook", path=CONTAINER_PATH) is None:
@@ -120,12 +149,16 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     work = tmp_path_factory.mktemp("fleet")
     key = work / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    provides = _lab_provides(work / "rpmbuild")
     with ExitStack() as stack:
         hosts = []
         for i, (ssh, port, bridge) in enumerate(PORTS, 1):
             lab = stack.enter_context(Lab(work / f"lab{i}"))
             lab.serve_ssh(ssh, (work / "id_ed25519.pub").read_text())
-            hosts.append(Host(f"fleet{i}", lab, ssh, port, bridge))
+            name = f"fleet{i}"
+            if name in DNF_HOSTS:
+                _as_a_dnf_host(lab, provides)
+            hosts.append(Host(name, lab, ssh, port, bridge, name in DNF_HOSTS))
         known = "".join(subprocess.run(["ssh-keyscan", "-t", "ed25519", "-p", str(h.ssh), "127.0.0.1"],
                                        capture_output=True, text=True, check=True).stdout for h in hosts)
         assert known.count("ssh-ed25519") == len(hosts), known
@@ -141,7 +174,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             settings = {"THEIAOS_PODMAN_GATEWAY_HOST_PORT": h.port, "THEIAOS_PODMAN_BRIDGE_HOST_PORT": h.bridge,
                         "THEIAOS_PODMAN_IMAGE": IMAGE_REF}
             lines.append(f"{h.name} ansible_host=127.0.0.1 ansible_port={h.ssh} "
-                         f"theiaos_settings='{json.dumps(settings)}'")
+                         f"theiaos_settings='{json.dumps(settings)}'"
+                         + (" theiaos_package_manager=dnf" if h.dnf else ""))
         lines += ["", "[gateways:vars]", "ansible_user=root", "ansible_python_interpreter=/usr/bin/python3",
                   f"ansible_ssh_private_key_file={key}",
                   f"ansible_ssh_common_args='-o UserKnownHostsFile={work / 'known_hosts'} -o IdentitiesOnly=yes'",
@@ -185,7 +219,7 @@ def _report(fleet: Fleet) -> dict[str, dict[str, object]]:
 
 
 def test_the_playbook_installs_three_hosts_by_name_each_on_its_own_port(fleet: Fleet) -> None:
-    fleet.publish(os.environ["THEIAOS_DEB"])
+    fleet.publish("")
     changed = fleet.play()
     assert all(n > 0 for n in changed.values()), changed
     report = _report(fleet)
@@ -200,6 +234,12 @@ def test_the_playbook_installs_three_hosts_by_name_each_on_its_own_port(fleet: F
         assert entry["package"] == f"{BUILT}-1"
         assert status["healthy"] is True and status["unit_active"] == "active"
         assert status["url"] == f"http://127.0.0.1:{h.port}/", status
+        if h.dnf:  # installed by dnf from the signed repository, not by dpkg
+            rpm = h.lab.run("rpm", "-q", "--qf", "%{VERSION}-%{RELEASE}", "theiaos-podman").stdout
+            assert rpm == f"{BUILT}-1", rpm
+            assert h.lab.run("dpkg", "-s", "theiaos-podman", check=False).returncode != 0
+            repo = h.lab.host_path("/etc/yum.repos.d/theiaos-podman.repo").read_text()
+            assert "gpgcheck = 1" in repo and "repo_gpgcheck = 1" in repo, repo
         # the admin's file is the playbook's, untouched by the package's setup
         env = h.lab.host_path("/etc/theiaos/podman.env").read_text()
         assert f"THEIAOS_PODMAN_GATEWAY_HOST_PORT={h.port}\n" in env
@@ -213,7 +253,7 @@ def test_a_rerun_changes_nothing(fleet: Fleet) -> None:
 
 def test_the_same_playbook_rolls_a_new_version_out(fleet: Fleet) -> None:
     tokens = {h.name: h.token() for h in fleet.hosts}
-    fleet.publish(os.environ["THEIAOS_DEB"], os.environ["THEIAOS_DEB_NEXT"])
+    fleet.publish("", "NEXT")
     changed = fleet.play()
     assert all(n > 0 for n in changed.values()), changed
     report = _report(fleet)
@@ -221,7 +261,8 @@ def test_the_same_playbook_rolls_a_new_version_out(fleet: Fleet) -> None:
         assert report[h.name]["package"] == f"{BUILT}-2"
         assert h.token() == tokens[h.name], f"{h.name}: the upgrade changed the token"
         assert h.answers(tokens[h.name]), f"{h.name}: no answer on 127.0.0.1:{h.port} after the upgrade"
-        out = h.lab.run("sh", "-c", "ls /etc/theiaos/ /etc/apt/sources.list.d/").stdout
-        assert ".dpkg-" not in out, out
+        repos = "/etc/yum.repos.d/" if h.dnf else "/etc/apt/sources.list.d/"
+        out = h.lab.run("sh", "-c", f"ls /etc/theiaos/ {repos}").stdout
+        assert not re.search(r"\.(dpkg-|rpmnew|rpmsave)", out), out
     # and then nothing is left to do
     assert fleet.play() == {h.name: 0 for h in fleet.hosts}
