@@ -130,8 +130,8 @@ def _wait_up(mgr: bus.UserManager, s: Settings, job: bytes | None, restarting: b
     gateway every PROBE to PROBE_MAX seconds and systemd every ASK_SYSTEMD seconds until
     it answers, then systemd every PROBE seconds: with Notify=healthy the unit turns
     active a moment after the first answer (when Podman's own health check has
-    passed), and `systemctl start` waits for the same. During a restart the answer counts once the unit is seen
-    starting again, after a state change since ``since`` (the unit's
+    passed), and `systemctl start` waits for the same. During a restart the answer
+    counts once the unit is seen starting again, after a state change since ``since`` (the unit's
     StateChangeTimestamp when the job was queued: it may have been starting already),
     or once the job is done, so that it is the new container's. Give up at once when the
     job is done and the unit failed or waits to be restarted (the gateway exited: a

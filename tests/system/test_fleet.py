@@ -31,7 +31,7 @@ import pytest
 
 from ..lab import CONTAINER_PATH, IMAGE_IMPORT_CHANGES, IMAGE_REF, Lab, _cached_image_tar
 from .conftest import SHUTDOWN_BOUND, http_get, lab_only, port_free
-from .test_lifecycle_rpm import PROVIDES_SPEC
+from .test_lifecycle_rpm import lab_provides
 
 pytestmark = lab_only
 
@@ -107,13 +107,6 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def _lab_provides(top: Path) -> Path:
-    """The rpm that tells rpm's database what dpkg installed in the lab (tests/rpm)."""
-    subprocess.run(["rpmbuild", "-bb", "--define", f"_topdir {top}", str(PROVIDES_SPEC)],
-                   check=True, capture_output=True, text=True)
-    return next((top / "RPMS" / "noarch").glob("*.rpm"))
-
-
 def _as_a_dnf_host(lab: Lab, provides: Path) -> None:
     """Lab only: what a Fedora/RHEL host has and this Debian lab with dnf lacks. rpm's
     database knows the lab's Debian packages (virtual provides); rpm runs scriptlets
@@ -149,7 +142,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     work = tmp_path_factory.mktemp("fleet")
     key = work / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    provides = _lab_provides(work / "rpmbuild")
+    provides = lab_provides(work / "rpmbuild")
     with ExitStack() as stack:
         hosts = []
         for i, (ssh, port, bridge) in enumerate(PORTS, 1):

@@ -22,6 +22,14 @@ REPO_IN_LAB = "/var/tmp/repo"
 PROVIDES_SPEC = Path(__file__).resolve().parent.parent / "rpm" / "lab-provides.spec"
 
 
+def lab_provides(top: Path) -> Path:
+    """The rpm (built under ``top``) that tells rpm's database what dpkg installed in the
+    lab (tests/rpm/lab-provides.spec)."""
+    subprocess.run(["rpmbuild", "-bb", "--define", f"_topdir {top}", str(PROVIDES_SPEC)],
+                   check=True, capture_output=True, text=True)
+    return next((top / "RPMS" / "noarch").glob("*.rpm"))
+
+
 class DnfBox(Box):
     def dnf(self, *args: str) -> str:
         proc = self.lab.run(
@@ -44,11 +52,7 @@ def _lab_repo(tmp: Path) -> Path:
         pytest.fail("THEIAOS_REPO must name the dnf repository: run `make check`")
     out = tmp / "repo"
     shutil.copytree(Path(repo) / "dnf", out)  # make repo's signed dnf repository
-    top = tmp / "rpmbuild"
-    subprocess.run(["rpmbuild", "-bb", "--define", f"_topdir {top}", str(PROVIDES_SPEC)],
-                   check=True, capture_output=True, text=True)
-    for rpm in (top / "RPMS" / "noarch").glob("*.rpm"):
-        shutil.copy(rpm, out)
+    shutil.copy(lab_provides(tmp / "rpmbuild"), out)
     subprocess.run(["createrepo_c", "--quiet", str(out)], check=True)
     return out
 

@@ -17,7 +17,7 @@ import pytest
 from ..lab import Lab, build_test_image
 from .conftest import lab_only, port_free
 from .test_lifecycle_deb import Box
-from .test_lifecycle_rpm import PROVIDES_SPEC
+from .test_lifecycle_rpm import lab_provides
 
 pytestmark = lab_only
 
@@ -133,13 +133,9 @@ def _dnf(host: Host, *args: str, ok: bool = True) -> str:
 def test_dnf_installs_theiaos_podman_by_name_with_gpgcheck(host: Host, tmp_path: Path) -> None:
     # Lab only: the Debian packages the rpm depends on, as virtual provides (unsigned,
     # a repository of their own); ours stays signed and checked.
-    top = tmp_path / "rpmbuild"
-    subprocess.run(["rpmbuild", "-bb", "--define", f"_topdir {top}", str(PROVIDES_SPEC)],
-                   check=True, capture_output=True, text=True)
     provides = host.lab.host_path("/var/tmp/lab-provides")
     provides.mkdir()
-    for rpm in (top / "RPMS" / "noarch").glob("*.rpm"):
-        shutil.copy(rpm, provides)
+    shutil.copy(lab_provides(tmp_path / "rpmbuild"), provides)
     subprocess.run(["createrepo_c", "--quiet", str(provides)], check=True)
     host.lab.host_path("/etc/yum.repos.d").mkdir(exist_ok=True)
     host.lab.host_path("/etc/yum.repos.d/lab-provides.repo").write_text(
