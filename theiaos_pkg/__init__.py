@@ -1,3 +1,3 @@
 """theiaos-podman: run the TheiaOS gateway in a rootless Podman container under systemd."""
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
