@@ -35,7 +35,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from typing import IO, Any, cast
 
-from . import __version__, files, podman, runtime, settings, state
+from . import __version__, container, files, podman, runtime, settings, state
 from .account import Account
 from .errors import TheiaosError
 from .files import Perm
@@ -337,7 +337,7 @@ def _apply(s: Settings, acct: Account, tar: tarfile.TarFile, manifest: dict[str,
     from . import service
 
     if service.manager_running(acct):
-        service.stop(acct)
+        service.stop(acct, container.stop_bound(s.stop_timeout))
     if "image.tar" in manifest["entries"]:
         data = tar.extractfile("image.tar")
         assert data is not None

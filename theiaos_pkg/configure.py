@@ -17,7 +17,21 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
-from . import account, bus, files, gateway, health, podman, quadlet, runtime, service, settings, state, subids
+from . import (
+    account,
+    bus,
+    container,
+    files,
+    gateway,
+    health,
+    podman,
+    quadlet,
+    runtime,
+    service,
+    settings,
+    state,
+    subids,
+)
 from .account import Account
 from .errors import BusError, SettingError, TheiaosError, UnsafePathError
 from .files import Perm
@@ -270,8 +284,9 @@ def _apply_manager_dropin(p: Plan, etc: str, acct: Account) -> Step:
     if p.unit.unit is not None:
         root = Perm(files.ROOT, files.ROOT, 0o755)
         files.ensure_dir(os.path.dirname(path), root, parents=root)
-        changed = files.write_bytes(path, quadlet.manager_dropin(acct.gid).encode(),
-                                    Perm(files.ROOT, files.ROOT, 0o644)) or changed
+        text = quadlet.manager_dropin(acct.gid, p.s.stop_timeout)
+        changed = files.write_bytes(path, text.encode(), Perm(files.ROOT, files.ROOT, 0o644)) \
+            or changed
         # also when PID 1 loaded the unit before the file was there
         if (warning := _reload_system_manager(etc, path, True)):
             warnings.append(warning)
@@ -296,7 +311,7 @@ def write_launch_script(s: Settings, acct: Account) -> Step:
 def _retire(s: Settings, acct: Account, uf: quadlet.UnitFile) -> str:
     """Stop the gateway, disable (a plain unit) and remove one of our unit files."""
     if bus.systemd_running() and service.manager_running(acct):
-        service.stop(acct)
+        service.stop(acct, container.stop_bound(s.stop_timeout))
         if uf.kind == "plain":
             with bus.UserManager(acct.uid) as mgr:
                 mgr.disable(UNIT)
@@ -374,7 +389,7 @@ def apply(p: Plan, etc: str, out: Outcome, report: Report) -> Account:
 
 def activate(s: Settings, acct: Account, out: Outcome, report: Report,
              may_start: bool = True, restart: bool = False,
-             timeout: float = service.UP_TIMEOUT,
+             timeout: float | None = None,
              features: podman.Features | None = None) -> None:
     """The gateway up on what apply wrote, as its run mode does it (runtime.up)."""
     runtime.of(s, acct).up(out, report, may_start=may_start, restart=restart,
@@ -409,14 +424,22 @@ def remove(s: Settings, etc: str, report: Report) -> None:
                    + (f" (then: {exc.fix})" if exc.fix else ""))
 
 
+#: Removal lets a draining gateway finish its turns for this long (the hooks' bound),
+#: then stops its container within REMOVE_KILL_WAIT: removal always proceeds.
+REMOVE_STOP_BOUND = service.HOOK_UP_TIMEOUT
+REMOVE_KILL_WAIT = 10
+
+
 def _stop_all(s: Settings, acct: Account, report: Report) -> None:
     if not (bus.systemd_running() and service.manager_running(acct)):
         return
-    st = service.stop(acct)
+    st = service.stop(acct, min(REMOVE_STOP_BOUND, container.stop_bound(s.stop_timeout)))
     report(f"remove: {UNIT} {st.active if st else 'inactive'}")
     if podman.inspect_container(acct.identity(), s.container_name) is not None:
-        run(["podman", "rm", "--force", s.container_name], as_user=acct.identity())
-        report(f"remove: removed the manual container {s.container_name}")
+        # the manual container, or the unit's when its turns outlasted the bound
+        run(["podman", "rm", "--force", "--time", str(REMOVE_KILL_WAIT), s.container_name],
+            as_user=acct.identity())
+        report(f"remove: removed the container {s.container_name}")
 
 
 def _remove_unit(s: Settings, acct: Account, report: Report) -> None:
@@ -468,7 +491,7 @@ def _linger_off(s: Settings, acct: Account, report: Report) -> None:
 
 def configure(s: Settings, etc: str = "/etc", report: Report = print,
               may_start: bool = True, plan: Plan | None = None,
-              timeout: float = service.UP_TIMEOUT) -> Outcome:
+              timeout: float | None = None) -> Outcome:
     """preflight (unless given), apply, activate; "Setup complete" only when it answers."""
     out = Outcome()
     p = plan or preflight(s, etc, podman.detect())

@@ -81,6 +81,8 @@ class Spec(NamedTuple):
     ports: tuple[Port, ...]
     command: tuple[str, ...]
     health_cmd: str
+    hostname: str
+    stop_timeout: int
 
 
 class Hardening(NamedTuple):
@@ -129,7 +131,30 @@ def spec(s: Settings) -> Spec:
         command=("node", "dist/index.js", "gateway", "--bind", s.gateway_bind,
                  "--port", str(CONTAINER_GATEWAY_PORT)),
         health_cmd=HEALTH_CMD,
+        hostname=hostname(s.container_name),
+        stop_timeout=s.stop_timeout,
     )
+
+
+def hostname(container_name: str) -> str:
+    """The container's host name: the same in every container of this gateway. The
+    gateway's owner lease (in its state dir) records the host name of the process
+    holding it and never takes a lease of another host name for dead; Podman gives each
+    new container a random one, so after a crash or a stop past the drain every new
+    container was refused until the lease expired (300 s). A name a host name may be:
+    the container name, ``_`` as ``-``, at most 63 characters."""
+    return container_name.replace("_", "-").replace(".", "-")[:63].strip("-") or "theiaos"
+
+
+#: How long past the gateway's stop timeout a wait for its stop lasts: the SIGKILL
+#: Podman sends then, conmon's exit and the container's removal.
+STOP_ROOM = 30
+
+
+def stop_bound(stop_timeout: int) -> int:
+    """How long anything waits for the gateway to stop (the unit's TimeoutStopSec, the
+    shutdown drop-in, theiaosctl stop): its drain, then Podman's SIGKILL, then room."""
+    return stop_timeout + STOP_ROOM
 
 
 def token_secret() -> str:
@@ -143,7 +168,7 @@ def run_argv(sp: Spec, uid: int, gid: int, *, secret: bool, onboard: bool = Fals
              hard: Hardening | None = None) -> list[str]:
     """``podman run`` for manual mode: the gateway detached, or the onboarding wizard.
     ``secret``: the token as a Podman secret (else the .env file, as older Podman)."""
-    argv = ["podman", "run", "--replace", "--name", sp.name,
+    argv = ["podman", "run", "--replace", "--name", sp.name, "--hostname", sp.hostname,
             "--userns=keep-id", "--user", f"{uid}:{gid}"]
     if hard is not None:
         argv += hardening_argv(hard)
@@ -158,6 +183,7 @@ def run_argv(sp: Spec, uid: int, gid: int, *, secret: bool, onboard: bool = Fals
         return [*argv, "--rm", "-it", "--env", "BROWSER=echo", sp.image, *ONBOARD]
     for port in sp.ports:
         argv += ["--publish", port.spec()]
+    argv += ["--stop-timeout", str(sp.stop_timeout)]
     pull = "never" if sp.image.startswith("localhost/") else "missing"
     # k8s-file, not the journal: a system account cannot read its own lines in the
     # system journal, and `sudo -u theiaos podman logs -f theiaos` must show them.
@@ -170,7 +196,8 @@ READY_INTERVAL = "0.5"
 #: One run of the health check may take this long (its own timeout is HealthTimeout,
 #: 5 s, but Podman does not enforce it: a probe that hangs would hang the start).
 PROBE_BOUND = 10
-#: `podman stop -t STOP_WAIT`: SIGTERM, then SIGKILL this many seconds later.
+#: A start that never answered is stopped with `podman stop -t STOP_WAIT`: SIGTERM, then
+#: SIGKILL this many seconds later (it never answered, so it runs no turn to finish).
 STOP_WAIT = 10
 #: How long past the start bound the unit's start may take to give up in order:
 #: one probe in flight and the container's stop (TimeoutStartSec is only a backstop).
@@ -222,7 +249,7 @@ def service_argv(sp: Spec, features: Features, hard: Hardening, start_timeout: i
     foreground, removed when it stops, every flag one that ``features`` accepts. The
     Quadlet generator makes the same command from the same Spec on newer Podman."""
     argv = ["/usr/bin/podman", "run", "--rm", "--replace", "--name", sp.name,
-            f"--cidfile={CIDFILE}", "--userns=keep-id", "--user", "%U:%G",
+            "--hostname", sp.hostname, f"--cidfile={CIDFILE}", "--userns=keep-id", "--user", "%U:%G",
             *hardening_argv(hard)]
     for key, value in sp.environment:
         argv += ["--env", f"{key}={value}"]
@@ -233,6 +260,7 @@ def service_argv(sp: Spec, features: Features, hard: Hardening, start_timeout: i
         argv += ["--tmpfs", tmp.spec()]
     for port in sp.ports:
         argv += ["--publish", port.spec()]
+    argv += ["--stop-timeout", str(sp.stop_timeout)]
     argv += ["--health-cmd", sp.health_cmd, "--health-interval", "30s", "--health-timeout",
              "5s", "--health-retries", "3", "--health-start-period", f"{start_timeout}s"]
     if features.health_on_failure:

@@ -15,7 +15,6 @@ from .run import interactive, run, stream
 from .settings import Settings
 
 LAUNCH_TIMEOUT = 60.0
-STOP_SECONDS = 10
 
 
 def container_state(s: Settings, acct: Account) -> dict[str, object]:
@@ -32,8 +31,10 @@ def running(s: Settings, acct: Account) -> bool:
 def launch(s: Settings, acct: Account, features: podman.Features) -> None:
     """Start (or replace) the gateway container detached; return only when it answers."""
     who = acct.identity()
+    # --replace stops a running one first: it finishes its turns within its stop timeout
     run(container.run_argv(container.spec(s), acct.uid, acct.gid, secret=features.secret,
-                           hard=container.hardening(s, features)), as_user=who)
+                           hard=container.hardening(s, features)), as_user=who,
+        timeout=container.stop_bound(s.stop_timeout) + LAUNCH_TIMEOUT)
     deadline = time.monotonic() + LAUNCH_TIMEOUT
     while not health.healthy(s):
         st = container_state(s, acct)
@@ -55,7 +56,9 @@ def stop(s: Settings, acct: Account) -> str:
     who = acct.identity()
     if podman.inspect_container(who, s.container_name) is None:
         return "not there"
-    run(["podman", "stop", "--time", str(STOP_SECONDS), s.container_name], as_user=who)
+    # the gateway finishes its turns within its stop timeout, then Podman kills it
+    run(["podman", "stop", "--time", str(s.stop_timeout), s.container_name], as_user=who,
+        timeout=container.stop_bound(s.stop_timeout))
     return str(container_state(s, acct).get("Status", "gone"))
 
 

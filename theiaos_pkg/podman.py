@@ -64,6 +64,16 @@ class Features(NamedTuple):
         return self.at_least(4, 5)
 
     @property
+    def hostname_key(self) -> bool:
+        """Quadlet ``HostName=`` exists from 4.6; before, ``--hostname`` in PodmanArgs."""
+        return self.at_least(4, 6)
+
+    @property
+    def stop_timeout_key(self) -> bool:
+        """Quadlet ``StopTimeout=`` exists from 5.0; before, ``--stop-timeout`` in PodmanArgs."""
+        return self.at_least(5, 0)
+
+    @property
     def pids_key(self) -> bool:
         return self.at_least(4, 7)
 

@@ -113,7 +113,9 @@ def render_plain(s: Settings, podman: Features) -> str:
     body = _template(PLAIN_TEMPLATE).render(exec_start=" ".join(exec_quote(a) for a in args),
                                             ready=_ready(container.spec(s), s.start_timeout),
                                             start_timeout=container.unit_start_timeout(
-                                                s.start_timeout, True))
+                                                s.start_timeout, True),
+                                            stop_timeout=s.stop_timeout,
+                                            unit_stop_timeout=container.stop_bound(s.stop_timeout))
     return _seal(body)
 
 
@@ -125,6 +127,11 @@ def render(s: Settings, podman: Features) -> str:
     body = _template(TEMPLATE).render(
         image=escape(sp.image),
         container_name=escape(sp.name),
+        hostname=escape(sp.hostname),
+        hostname_key=podman.hostname_key,
+        stop_timeout=sp.stop_timeout,
+        stop_timeout_key=podman.stop_timeout_key,
+        unit_stop_timeout=container.stop_bound(sp.stop_timeout),
         environment=[escape(f"{k}={v}") for k, v in sp.environment],
         env_file=escape(sp.env_file),
         secret=escape(container.token_secret()) if podman.secret else "",
@@ -218,8 +225,9 @@ def effective(s: Settings, uid: int | None, on_disk: bool = False) -> Settings:
 
 #: Our drop-in for user@UID.service, in the system manager's /etc/systemd/system.
 MANAGER_DROPIN = "50-theiaos-podman.conf"
-#: How long the drop-in waits for theiaos.service to stop (user@.service allows 120 s).
-MANAGER_STOP_WAIT = 90
+#: How much longer than the drop-in's wait for theiaos.service the manager's own stop
+#: may take (the rest of its units, once the gateway is down).
+MANAGER_STOP_ROOM = 30
 
 
 def manager_dropin_path(etc: str, uid: int) -> str:
@@ -232,7 +240,7 @@ def manager_dropin_glob(etc: str) -> str:
     return f"{etc}/systemd/system/user@*.service.d/{MANAGER_DROPIN}"
 
 
-def manager_dropin(gid: int) -> str:
+def manager_dropin(gid: int, stop_timeout: int) -> str:
     """user@UID.service's drop-in: when the account's user manager stops (shutdown,
     reboot, lingering turned off, ``systemctl stop user@UID``), stop the gateway first.
 
@@ -244,12 +252,18 @@ def manager_dropin(gid: int) -> str:
     run as the user opens a PAM session of its own, whose pam_systemd waits on logind,
     which waits on this very stop once lingering is off (measured: 120 s); setpriv then
     drops to the account (``gid``, its group) with no PAM, to reach its manager's private
-    socket."""
+    socket. It waits as long as theiaos.service's own stop may take (the gateway's
+    drain, ``stop_timeout``): a shutdown with a turn in flight lets it finish; an idle
+    gateway stops at once. user@.service's 120 s stop timeout is raised to match."""
+    from . import container
+
+    wait = container.stop_bound(stop_timeout)
     return (
         "# theiaos-podman: written by setup, removed with the package. When this user\n"
         "# manager stops (shutdown, reboot, lingering off), stop the gateway first, while\n"
         "# the manager, its bus and Podman's pause process are still up.\n"
         "[Service]\n"
-        f"ExecStop=-+/usr/bin/timeout {MANAGER_STOP_WAIT} /usr/bin/setpriv --reuid=%i "
+        f"TimeoutStopSec={wait + MANAGER_STOP_ROOM}\n"
+        f"ExecStop=-+/usr/bin/timeout {wait} /usr/bin/setpriv --reuid=%i "
         f"--regid={gid} --clear-groups /usr/bin/env XDG_RUNTIME_DIR=/run/user/%i "
         f"/usr/bin/systemctl --user stop {UNIT}\n")

@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
-from . import bus, files, gateway, manual, podman, service, state
+from . import bus, container, files, gateway, manual, podman, service, state
 from .account import Account
 from .errors import BusError, ConfigError, GatewayError, TheiaosError
 from .files import Perm
@@ -59,12 +59,12 @@ class Runtime(Protocol):
     mode: str
 
     def up(self, out: Outcome, report: Report, *, may_start: bool = True,
-           restart: bool = False, timeout: float = service.UP_TIMEOUT,
+           restart: bool = False, timeout: float | None = None,
            features: podman.Features | None = None) -> None: ...
 
     def start(self, report: Report) -> None: ...
 
-    def restart(self, report: Report, timeout: float = service.UP_TIMEOUT) -> None: ...
+    def restart(self, report: Report, timeout: float | None = None) -> None: ...
 
     def stop(self) -> tuple[bool, str]: ...
 
@@ -136,7 +136,7 @@ class Service(_Mode):
     mode = "service"
 
     def up(self, out: Outcome, report: Report, *, may_start: bool = True,
-           restart: bool = False, timeout: float = service.UP_TIMEOUT,
+           restart: bool = False, timeout: float | None = None,
            features: podman.Features | None = None) -> None:
         """Linger, user manager, image, token secret, then start or restart (when a
         change is pending, the image changed or ``restart``) and wait until it answers."""
@@ -188,12 +188,13 @@ class Service(_Mode):
             # changed since systemd loaded them, not on every pending change.
             action = service.bring_up(mgr, s, acct,
                                       restart=restart or new_image or pending is not None,
-                                      timeout=timeout)
+                                      timeout=service.up_timeout(s) if timeout is None
+                                      else timeout)
         state.clear_pending()
         out.healthy = True
         add(Step("service", action, f"{UNIT} answers at {s.url}"))
 
-    def _up(self, report: Report, restart: bool, timeout: float) -> None:
+    def _up(self, report: Report, restart: bool, timeout: float | None) -> None:
         out = Outcome()
         self.up(out, report, restart=restart, timeout=timeout)
         if not out.healthy:
@@ -202,14 +203,14 @@ class Service(_Mode):
                                "sudo theiaosctl doctor")
 
     def start(self, report: Report) -> None:
-        self._up(report, restart=False, timeout=service.UP_TIMEOUT)
+        self._up(report, restart=False, timeout=None)
 
-    def restart(self, report: Report, timeout: float = service.UP_TIMEOUT) -> None:
+    def restart(self, report: Report, timeout: float | None = None) -> None:
         self._up(_quiet, restart=True, timeout=timeout)
         report(f"{UNIT} restarted; the gateway answers at {self.s.url}")
 
     def stop(self) -> tuple[bool, str]:
-        st = service.stop(self.acct)
+        st = service.stop(self.acct, container.stop_bound(self.s.stop_timeout))
         if st is None:
             return True, f"{UNIT}: inactive (user manager not running)"
         return st.active in ("inactive", "failed"), f"{UNIT}: {st.active}"
@@ -310,7 +311,7 @@ class Manual(_Mode):
     mode = "manual"
 
     def up(self, out: Outcome, report: Report, *, may_start: bool = True,
-           restart: bool = False, timeout: float = service.UP_TIMEOUT,
+           restart: bool = False, timeout: float | None = None,
            features: podman.Features | None = None) -> None:
         """Setup starts nothing in manual mode; a unit file it just retired is unloaded."""
         if out.changed("quadlet") and service.manager_running(self.acct):
@@ -344,7 +345,7 @@ class Manual(_Mode):
     def start(self, report: Report) -> None:
         self._launch(report, "started")
 
-    def restart(self, report: Report, timeout: float = service.UP_TIMEOUT) -> None:
+    def restart(self, report: Report, timeout: float | None = None) -> None:
         self._launch(report, "restarted")
 
     def onboard(self) -> int:

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import time
 
-from . import bus, health, journal
+from . import bus, container, health, journal
 from .account import Account
 from .errors import GatewayError, TheiaosError
 from .settings import UNIT, Settings
 
 #: How long start, restart and setup wait for the gateway to answer, all included
-#: (stop of the old container, start job, first answer of /healthz).
+#: (start job, first answer of /healthz), beyond the old container's stop (up_timeout).
 UP_TIMEOUT = 300.0
-#: The same bound inside maintainer scripts: apt and dnf are never held longer.
+#: The bound inside maintainer scripts, a drain included: apt and dnf are never held
+#: longer. A restart job still running then goes on in the user manager (the gateway
+#: finishes its turns, then starts on the new state) and the change stays pending.
 HOOK_UP_TIMEOUT = 120.0
-STOP_TIMEOUT = 120.0
+
+
+def up_timeout(s: Settings) -> float:
+    """How long an operator's start or restart waits, all included: a restart first
+    waits for the old container's stop, which lets the gateway finish its turns."""
+    return UP_TIMEOUT + container.stop_bound(s.stop_timeout)
 
 
 def manager_running(acct: Account) -> bool:
@@ -164,10 +171,12 @@ def _wait_up(mgr: bus.UserManager, s: Settings, job: bytes | None, restarting: b
         time.sleep(PROBE)
 
 
-def stop(acct: Account) -> bus.UnitState | None:
-    """Stop the unit and wait until it is down; None when the user manager is not running."""
+def stop(acct: Account, timeout: float) -> bus.UnitState | None:
+    """Stop the unit and wait at most ``timeout`` s until it is down (its state then:
+    "deactivating" while the gateway still finishes its turns and the stop job goes
+    on); None when the user manager is not running."""
     if not manager_running(acct):
         return None
     with bus.UserManager(acct.uid) as mgr:
-        mgr.stop(UNIT, STOP_TIMEOUT)
-        return mgr.wait(UNIT, ("inactive", "failed"), STOP_TIMEOUT)
+        mgr.stop(UNIT, timeout)
+        return mgr.wait(UNIT, ("inactive", "failed"), 0)

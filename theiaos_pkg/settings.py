@@ -248,6 +248,10 @@ TABLE: tuple[Setting, ...] = (
     Setting("start_timeout", "THEIAOS_PODMAN_START_TIMEOUT", _const("120"), _seconds,
             "seconds the gateway may take from start until it answers; then the start "
             "failed (and an image update rolls back)"),
+    Setting("stop_timeout", "THEIAOS_PODMAN_STOP_TIMEOUT", _const("330"), _seconds,
+            "seconds the gateway may take to stop: on SIGTERM it finishes the turns in "
+            "flight (its own drain policy is 330 s); then Podman kills it. An idle "
+            "gateway stops at once"),
     Setting("auto_update", "THEIAOS_PODMAN_AUTO_UPDATE", _const("off"), _auto_update,
             "off, local or registry: Podman's auto-update (its timer, daily) restarts the "
             "gateway on a newer image, and rolls back when it does not get healthy"),
@@ -272,6 +276,7 @@ class Settings(NamedTuple):
     memory: str
     pids_limit: int
     start_timeout: int
+    stop_timeout: int
     auto_update: str
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -211,9 +212,27 @@ def test_failed_start_is_reported_at_once(user_bus: dbus.Interface, gateway: int
 
 def test_stop(user_bus: dbus.Interface, unit: dbus.Interface) -> None:
     _set_unit(unit, ActiveState="active", SubState="running")
-    st = service.stop(ACCT)
+    st = service.stop(ACCT, 30)
     assert st is not None and st.active == "inactive"
     assert _calls(user_bus) == ["StopUnit"]
+
+
+def test_a_stop_that_outlasts_its_bound_says_the_gateway_is_still_draining(
+        user_bus: dbus.Interface, unit: dbus.Interface) -> None:
+    """A gateway finishing its turns: the wait ends at its bound (a maintainer script's)
+    with the unit still stopping, and systemd's stop job goes on."""
+    job = "/org/freedesktop/systemd1/job/7"
+    user_bus.AddObject(job, "org.freedesktop.systemd1.Job", {"State": "running"}, [])
+    user_bus.AddMethod(
+        "org.freedesktop.systemd1.Manager", "StopUnit", "ss", "o",
+        f"objects['{UNIT_PATH}'].UpdateProperties('org.freedesktop.systemd1.Unit', "
+        "{'ActiveState': 'deactivating', 'SubState': 'stop'}); "
+        f"ret = dbus.ObjectPath('{job}')")
+    _set_unit(unit, ActiveState="active", SubState="running")
+    began = time.monotonic()
+    st = service.stop(ACCT, 0.5)
+    assert st is not None and (st.active, st.sub) == ("deactivating", "stop")
+    assert 0.5 <= time.monotonic() - began < 3
 
 
 def test_status_collects_from_the_buses(user_bus: dbus.Interface, unit: dbus.Interface,

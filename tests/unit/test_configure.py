@@ -204,9 +204,16 @@ def test_the_user_manager_gets_a_drop_in_that_stops_the_gateway_first(
     assert (path.stat().st_uid, path.stat().st_mode & 0o7777) == (0, 0o644)
     gid = int([ln for ln in (etc / "passwd").read_text().splitlines()
                if ln.startswith("theiaos:")][0].split(":")[3])
-    assert (f"ExecStop=-+/usr/bin/timeout 90 /usr/bin/setpriv --reuid=%i --regid={gid} "
+    # as long as theiaos.service's own stop may take (the gateway's 330 s drain + 30 s),
+    # and user@UID.service's 120 s stop timeout raised above that
+    assert (f"ExecStop=-+/usr/bin/timeout 360 /usr/bin/setpriv --reuid=%i --regid={gid} "
             "--clear-groups /usr/bin/env XDG_RUNTIME_DIR=/run/user/%i "
             "/usr/bin/systemctl --user stop theiaos.service\n") in text
+    assert "\nTimeoutStopSec=390\n" in text
+    # a lower stop timeout (THEIAOS_PODMAN_STOP_TIMEOUT) shortens both
+    _prepare(conf._replace(stop_timeout=20), etc)
+    text = path.read_text()
+    assert "/usr/bin/timeout 50 " in text and "\nTimeoutStopSec=80\n" in text
 
 
 def test_manual_mode_and_another_account_leave_no_drop_in(etc: Path, conf: settings.Settings) -> None:
@@ -241,7 +248,7 @@ def test_the_drop_in_is_what_systemd_reads(tmp_path: Path) -> None:
     (tmp_path / "user@.service").write_text(
         "[Unit]\nDescription=User Manager for UID %i\n[Service]\nUser=%i\nType=notify\n"
         "ExecStart=/usr/bin/true\nKillMode=mixed\nTimeoutStopSec=120s\n")
-    (d / quadlet.MANAGER_DROPIN).write_text(quadlet.manager_dropin(997))
+    (d / quadlet.MANAGER_DROPIN).write_text(quadlet.manager_dropin(997, 330))
     proc = subprocess.run(["systemd-analyze", "--man=no", "verify", str(tmp_path / "user@997.service")],
                           capture_output=True, text=True, env={**os.environ, "SYSTEMD_LOG_LEVEL": "warning"})
     noise = [ln for ln in proc.stderr.splitlines() if "user@997.service" in ln or "drop-in" in ln]

@@ -131,6 +131,36 @@ def test_our_unit_is_never_read_back_setup_records_where_it_publishes(tmp_path: 
         quadlet.effective(s, os.getuid(), on_disk=True)
 
 
+def test_one_stop_budget_and_one_host_name_in_every_rendering() -> None:
+    """The container's stop timeout (the gateway's drain) and the unit's stop bound agree
+    in the Quadlet, the plain unit and launch; the host name is the same in each (the
+    gateway's owner lease keys on it)."""
+    from theiaos_pkg import container
+
+    v = variants()
+    q, q44, plain = v["podman-5.4.container"], v["podman-4.4.container"], v["podman-4.3.service"]
+    assert "\nHostName=theiaos\n" in q and "\nStopTimeout=330\n" in q
+    assert "\nPodmanArgs=--hostname=theiaos\n" in q44 and "\nPodmanArgs=--stop-timeout=330\n" in q44
+    for unit in (q, q44, plain):
+        assert "\nTimeoutStopSec=360\n" in unit and "\nRestartPreventExitStatus=78\n" in unit
+    assert "ExecStop=/usr/bin/podman stop --ignore -t 330 " in plain
+    assert " --hostname theiaos " in plain and " --stop-timeout 330 " in plain
+    lower = settings.load(environ={"THEIAOS_PODMAN_STOP_TIMEOUT": "45"}, admin={}, chosen={})
+    q = quadlet.render(lower, Features(VERSIONS["5.4"]))
+    assert "\nStopTimeout=45\n" in q and "\nTimeoutStopSec=75\n" in q
+    launch = container.run_argv(container.spec(lower), 990, 990, secret=True)
+    assert launch[launch.index("--stop-timeout") + 1] == "45"
+    assert launch[launch.index("--hostname") + 1] == "theiaos"
+
+
+@pytest.mark.parametrize(("name", "host"), [("theiaos", "theiaos"), ("my_gw.2", "my-gw-2"),
+                                            ("_x_", "x"), ("a" * 80, "a" * 63)])
+def test_the_host_name_is_the_container_name_as_a_host_name(name: str, host: str) -> None:
+    from theiaos_pkg import container
+
+    assert container.hostname(name) == host
+
+
 def test_one_spec_three_renderings() -> None:
     """Quadlet, plain unit and `launch` publish, mount and run the same container."""
     from theiaos_pkg import container
@@ -141,7 +171,7 @@ def test_one_spec_three_renderings() -> None:
     args = shlex.split(exec_start.removeprefix("ExecStart="))
     s = settings.load(environ={}, admin={}, chosen={})
     launch = container.run_argv(container.spec(s), 990, 990, secret=False)
-    for flag in ("--publish", "--volume", "--env", "--env-file"):
+    for flag in ("--publish", "--volume", "--env", "--env-file", "--hostname", "--stop-timeout"):
         assert [a for i, a in enumerate(args) if args[i - 1] == flag] == \
             [a for i, a in enumerate(launch) if launch[i - 1] == flag], flag
     assert args[-8:] == [launch[-8], *launch[-7:]]  # image and command
