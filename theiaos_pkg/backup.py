@@ -89,7 +89,7 @@ def backup(s: Settings, acct: Account, dest: str, with_image: bool, report: Repo
     was_running = rt.running()
     if was_running:
         report("stopping the gateway for a consistent copy")
-        rt.stop()
+        rt.stop(report)
     try:
         with tempfile.TemporaryDirectory(prefix="theiaos-backup-") as tmp:
             image_tar = _save_image(s, acct, tmp) if with_image else None

@@ -79,6 +79,7 @@ _LOGIN_MANAGER = b"org.freedesktop.login1.Manager"
 _LOGIN_USER = b"org.freedesktop.login1.User"
 _SD_MANAGER = b"org.freedesktop.systemd1.Manager"
 _SD_UNIT = b"org.freedesktop.systemd1.Unit"
+_SD_SERVICE = b"org.freedesktop.systemd1.Service"
 _SD_JOB = b"org.freedesktop.systemd1.Job"
 
 
@@ -278,6 +279,12 @@ class UserManager:
                              _text(prop(b"SubState")),
                              int(prop(b"StateChangeTimestamp", b"t")))
 
+    def main_status(self, unit: str) -> int:
+        """The exit status of the service's main process when it last exited (0 if none)."""
+        with _errors(f"ExecMainStatus of {unit}"):
+            return int(_prop(self._bus, SYSTEMD, self._unit(unit), _SD_SERVICE,
+                             b"ExecMainStatus", b"i"))
+
     def queue(self, method: str, unit: str) -> bytes:
         """Queue a start, stop or restart job without waiting; its object path."""
         with _errors(f"{method} {unit}"):
@@ -287,12 +294,16 @@ class UserManager:
     def _job(self, method: str, unit: str, timeout: float) -> None:
         """Queue a job and wait (bounded) until systemd has finished it, so that the
         state read next is its result, not the state before it."""
-        path = self.queue(method, unit)
+        self.wait_job(self.queue(method, unit), timeout)
+
+    def wait_job(self, path: bytes, timeout: float) -> bool:
+        """Wait (bounded) until systemd has finished the job at ``path``; whether it has."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.job_pending(path):
-                return
+                return True
             time.sleep(POLL)
+        return not self.job_pending(path)
 
     def job_pending(self, path: bytes) -> bool:
         try:

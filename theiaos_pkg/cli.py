@@ -78,7 +78,7 @@ def cmd_start(s: Settings, args: argparse.Namespace) -> int:
 def cmd_stop(s: Settings, args: argparse.Namespace) -> int:
     from . import runtime
 
-    stopped, now = runtime.of(s, _account(s)).stop()
+    stopped, now = runtime.of(s, _account(s)).stop(_report)
     print(now)
     return 0 if stopped else 1
 

@@ -23,6 +23,10 @@ from .settings import (
 if TYPE_CHECKING:
     from .podman import Features
 
+#: The gateway's exit status for a configuration it refuses (sysexits' EX_CONFIG): the
+#: units do not restart it (RestartPreventExitStatus=), status and doctor say so.
+CONFIG_REFUSED = 78
+
 #: The probe gives up by itself after HealthTimeout's 5 s less a margin: Podman does
 #: not stop a probe that hangs (a gateway that accepts and never answers).
 HEALTH_CMD = json.dumps([

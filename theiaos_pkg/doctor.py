@@ -14,7 +14,7 @@ import stat
 from collections.abc import Callable
 from typing import NamedTuple
 
-from . import account, bus, files, gateway, health, podman, runtime, settings, state, subids
+from . import account, bus, container, files, gateway, health, journal, podman, runtime, settings, state, subids
 from .account import Account
 from .errors import TheiaosError
 from .settings import TOKEN_KEY, UNIT, Settings
@@ -111,6 +111,12 @@ def _unit(s: Settings, acct: Account) -> Check:
                      f"sudo systemctl start user@{acct.uid}.service")
     with bus.UserManager(acct.uid) as mgr:
         st = mgr.state(UNIT)
+        refused = st.active == "failed" and mgr.main_status(UNIT) == container.CONFIG_REFUSED
+    if st.load == "loaded" and st.active == "failed" and refused:
+        said = journal.gateway_said(acct.uid)
+        return Check("unit", False, f"{UNIT} failed: the gateway refused its configuration "
+                     f"(exit {container.CONFIG_REFUSED}){': ' + said if said else ''}",
+                     f"correct {s.config_file}, then: sudo theiaosctl restart")
     if st.load == "loaded":
         return Check("unit", True, f"{UNIT} ({what}) is {st.active} ({st.sub})")
     if what == "Quadlet":

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 
 from .run import run
@@ -106,3 +107,43 @@ def format_record(rec: dict[str, object]) -> str:
     return "\n".join(printable(line) for line in
                      [head + first, *(" " * len(head) + more for more in rest)])
 
+
+
+#: What the gateway logs when SIGTERM finds it busy, and when that work is done.
+_DRAINING = re.compile(r"draining active work before stop with timeout (\d+)ms: (.*)")
+_DRAINED = ("active-work drain settled", "[shutdown] completed")
+#: The gateway's counts of its active work, as a person would say them.
+_WORK = (("embeddedRuns", "agent run"), ("queueSize", "queued task"),
+         ("rootRequests", "open request"))
+
+
+def drain_note(records: list[dict[str, object]]) -> str | None:
+    """What a stopping gateway is finishing, from its own last lines: "1 agent run, 2
+    queued tasks (at most 315 s)", or None when it is not draining."""
+    for rec in reversed(records):
+        if not from_container(rec):
+            continue
+        text = _text(rec.get("MESSAGE"))
+        if any(done in text for done in _DRAINED):
+            return None
+        m = _DRAINING.search(text)
+        if m:
+            counts = dict(kv.split("=", 1) for kv in m[2].split() if "=" in kv)
+            work = [f"{n} {what}{'s' if n != '1' else ''}" for key, what in _WORK
+                    if (n := counts.get(key, "0")).isdigit() and n != "0"]
+            return f"{', '.join(work) or 'its work'} (at most {int(m[1]) // 1000} s)"
+    return None
+
+
+def gateway_said(uid: int, lines: int = 3) -> str:
+    """The gateway's own last lines (the reason it gives for exiting), printable, joined."""
+    proc = run(argv(uid, 100, output="json"), check=False)
+    said = [printable(_text(r.get("MESSAGE")).strip()) for r in parse(proc.stdout)
+            if from_container(r) and _text(r.get("MESSAGE")).strip()] if proc.returncode == 0 else []
+    return " / ".join(said[-lines:])
+
+
+def draining(uid: int) -> str | None:
+    """drain_note of the unit's last lines (a bounded read)."""
+    proc = run(argv(uid, 100, output="json"), check=False)
+    return drain_note(parse(proc.stdout)) if proc.returncode == 0 else None

@@ -115,6 +115,7 @@ def render_plain(s: Settings, podman: Features) -> str:
                                             start_timeout=container.unit_start_timeout(
                                                 s.start_timeout, True),
                                             stop_timeout=s.stop_timeout,
+                                            config_refused=container.CONFIG_REFUSED,
                                             unit_stop_timeout=container.stop_bound(s.stop_timeout))
     return _seal(body)
 
@@ -131,6 +132,7 @@ def render(s: Settings, podman: Features) -> str:
         hostname_key=podman.hostname_key,
         stop_timeout=sp.stop_timeout,
         stop_timeout_key=podman.stop_timeout_key,
+        config_refused=container.CONFIG_REFUSED,
         unit_stop_timeout=container.stop_bound(sp.stop_timeout),
         environment=[escape(f"{k}={v}") for k, v in sp.environment],
         env_file=escape(sp.env_file),

@@ -60,13 +60,13 @@ class Runtime(Protocol):
 
     def up(self, out: Outcome, report: Report, *, may_start: bool = True,
            restart: bool = False, timeout: float | None = None,
-           features: podman.Features | None = None) -> None: ...
+           features: podman.Features | None = None, say: Report | None = None) -> None: ...
 
     def start(self, report: Report) -> None: ...
 
     def restart(self, report: Report, timeout: float | None = None) -> None: ...
 
-    def stop(self) -> tuple[bool, str]: ...
+    def stop(self, report: Report = ...) -> tuple[bool, str]: ...
 
     def running(self) -> bool: ...
 
@@ -137,9 +137,10 @@ class Service(_Mode):
 
     def up(self, out: Outcome, report: Report, *, may_start: bool = True,
            restart: bool = False, timeout: float | None = None,
-           features: podman.Features | None = None) -> None:
+           features: podman.Features | None = None, say: Report | None = None) -> None:
         """Linger, user manager, image, token secret, then start or restart (when a
-        change is pending, the image changed or ``restart``) and wait until it answers."""
+        change is pending, the image changed or ``restart``) and wait until it answers;
+        ``say`` (else ``report``) hears what a draining gateway finishes first."""
         s, acct = self.s, self.acct
 
         def add(step: Step) -> None:
@@ -189,14 +190,15 @@ class Service(_Mode):
             action = service.bring_up(mgr, s, acct,
                                       restart=restart or new_image or pending is not None,
                                       timeout=service.up_timeout(s) if timeout is None
-                                      else timeout)
+                                      else timeout, say=say or report)
         state.clear_pending()
         out.healthy = True
         add(Step("service", action, f"{UNIT} answers at {s.url}"))
 
-    def _up(self, report: Report, restart: bool, timeout: float | None) -> None:
+    def _up(self, report: Report, restart: bool, timeout: float | None,
+            say: Report | None = None) -> None:
         out = Outcome()
-        self.up(out, report, restart=restart, timeout=timeout)
+        self.up(out, report, restart=restart, timeout=timeout, say=say)
         if not out.healthy:
             raise GatewayError(f"the gateway is not up: {out.steps[-1].line()}"
                                if out.steps else "the gateway is not up",
@@ -206,11 +208,11 @@ class Service(_Mode):
         self._up(report, restart=False, timeout=None)
 
     def restart(self, report: Report, timeout: float | None = None) -> None:
-        self._up(_quiet, restart=True, timeout=timeout)
+        self._up(_quiet, restart=True, timeout=timeout, say=report)
         report(f"{UNIT} restarted; the gateway answers at {self.s.url}")
 
-    def stop(self) -> tuple[bool, str]:
-        st = service.stop(self.acct, container.stop_bound(self.s.stop_timeout))
+    def stop(self, report: Report = _quiet) -> tuple[bool, str]:
+        st = service.stop(self.acct, container.stop_bound(self.s.stop_timeout), say=report)
         if st is None:
             return True, f"{UNIT}: inactive (user manager not running)"
         return st.active in ("inactive", "failed"), f"{UNIT}: {st.active}"
@@ -230,10 +232,12 @@ class Service(_Mode):
         try:
             with bus.UserManager(self.acct.uid) as mgr:
                 st = mgr.state(UNIT)
+                exit_status = mgr.main_status(UNIT) if st.active == "failed" else 0
         except BusError:
             return {**facts, "unit_active": "inactive", "unit_sub": "user manager not running"}
         return {**facts, "manager_running": True, "unit_load": st.load,
-                "unit_active": st.active, "unit_sub": st.sub, "since_usec": st.since_usec}
+                "unit_active": st.active, "unit_sub": st.sub, "since_usec": st.since_usec,
+                "exit_status": exit_status}
 
 
 def _unit_file(s: Settings) -> str:
@@ -312,7 +316,7 @@ class Manual(_Mode):
 
     def up(self, out: Outcome, report: Report, *, may_start: bool = True,
            restart: bool = False, timeout: float | None = None,
-           features: podman.Features | None = None) -> None:
+           features: podman.Features | None = None, say: Report | None = None) -> None:
         """Setup starts nothing in manual mode; a unit file it just retired is unloaded."""
         if out.changed("quadlet") and service.manager_running(self.acct):
             with bus.UserManager(self.acct.uid) as mgr:
@@ -351,7 +355,7 @@ class Manual(_Mode):
     def onboard(self) -> int:
         return manual.onboard(self.s, self.acct, self._features())
 
-    def stop(self) -> tuple[bool, str]:
+    def stop(self, report: Report = _quiet) -> tuple[bool, str]:
         now = manual.stop(self.s, self.acct)
         return now != "running", \
             f"container {self.s.container_name}: {now} (manual mode)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from . import bus, container, health, journal
 from .account import Account
@@ -36,14 +37,15 @@ def is_active(acct: Account) -> bool:
 
 
 def bring_up(mgr: bus.UserManager, s: Settings, acct: Account, *, restart: bool = False,
-             timeout: float = UP_TIMEOUT) -> str:
+             timeout: float = UP_TIMEOUT, say: Callable[[str], None] | None = None) -> str:
     """Start (or restart) the unit over ``mgr`` and wait, at most ``timeout`` seconds in
     all, until /healthz answers and systemd reports the unit active; what was done.
 
     Reloads when the unit is not loaded or its files changed since systemd loaded them
     (NeedDaemonReload: for a Quadlet unit that includes its .container file, the unit's
     SourcePath; and _generated_stale); restarts when asked (something it reads changed)
-    and when it runs but does not answer.
+    and when it runs but does not answer. ``say`` hears what a draining gateway
+    finishes before it restarts.
     """
     deadline = time.monotonic() + timeout
     st = mgr.state(UNIT)
@@ -66,6 +68,7 @@ def bring_up(mgr: bus.UserManager, s: Settings, acct: Account, *, restart: bool 
             (st.running and not health.healthy(s)):
         mgr.reset_failed(UNIT)
         job, action = mgr.queue("RestartUnit", UNIT), "restarted"
+        _note_drain(mgr, acct, say)
     elif not st.running:
         mgr.reset_failed(UNIT)
         job, action = mgr.queue("StartUnit", UNIT), "started"
@@ -171,12 +174,38 @@ def _wait_up(mgr: bus.UserManager, s: Settings, job: bytes | None, restarting: b
         time.sleep(PROBE)
 
 
-def stop(acct: Account, timeout: float) -> bus.UnitState | None:
+def stop(acct: Account, timeout: float, say: Callable[[str], None] | None = None
+         ) -> bus.UnitState | None:
     """Stop the unit and wait at most ``timeout`` s until it is down (its state then:
     "deactivating" while the gateway still finishes its turns and the stop job goes
-    on); None when the user manager is not running."""
+    on); None when the user manager is not running. ``say`` hears what a draining
+    gateway finishes first."""
     if not manager_running(acct):
         return None
+    began = time.monotonic()
     with bus.UserManager(acct.uid) as mgr:
-        mgr.stop(UNIT, timeout)
+        job = mgr.queue("StopUnit", UNIT)
+        _note_drain(mgr, acct, say)
+        mgr.wait_job(job, timeout - (time.monotonic() - began))
         return mgr.wait(UNIT, ("inactive", "failed"), 0)
+
+
+#: How long a stop may take before theiaosctl says what the gateway finishes first: an
+#: idle gateway stops within a fraction of a second, a busy one drains its turns.
+DRAIN_NOTE_AFTER = 1.5
+
+
+def _note_drain(mgr: bus.UserManager, acct: Account, say: Callable[[str], None] | None) -> None:
+    """When the unit is still stopping DRAIN_NOTE_AFTER s after its stop or restart was
+    queued, say what the gateway finishes first (its own drain line in the journal)."""
+    if say is None:
+        return
+    until = time.monotonic() + DRAIN_NOTE_AFTER
+    while time.monotonic() < until:
+        if mgr.state(UNIT).active not in ("active", "deactivating"):
+            return  # stopped (or already starting again): nothing to wait for
+        time.sleep(ASK_SYSTEMD)
+    if mgr.state(UNIT).active == "deactivating":
+        note = journal.draining(acct.uid)
+        say(f"{UNIT} is stopping: the gateway finishes {note or 'its work'} first, "
+            "then it stops")

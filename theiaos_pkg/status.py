@@ -36,19 +36,26 @@ class Status(NamedTuple):
     pending: str = ""  # a change the running gateway has not picked up (state.PENDING)
     failing_since: str | None = None  # the first failed health check of the current streak
     journal: str = ""  # the unit's last lines, when it failed
+    draining: str = ""  # what a stopping gateway finishes first (its own drain line)
+    exit_status: int = 0  # the main process's, when the unit failed
+    config_file: str = ""
     problem: str = ""  # what could not be asked (status shows what it can)
 
     @property
     def verdict(self) -> str:
-        """running | not answering | starting | failed | stopped | not installed: the
+        """running | not answering | starting | stopping | failed | stopped | not installed: the
         unit's state and the gateway's answer together (ActiveState alone can read
         "active" while a refused config exits and systemd restarts it)."""
         if not self.installed:
             return "not installed"
+        if self.unit_active == "deactivating":
+            return "stopping" + (f": finishing {self.draining}" if self.draining else "")
         if self.unit_active == "active":
             return "running" if self.healthy else "not answering"
         if self.unit_active in ("activating", "reloading") or self.unit_sub == "auto-restart":
             return "starting"
+        if self.unit_active == "failed" and self.exit_status == container.CONFIG_REFUSED:
+            return f"failed: the gateway refused its configuration (exit {self.exit_status})"
         return "failed" if self.unit_active == "failed" else "stopped"
 
     @property
@@ -84,6 +91,7 @@ def collect(s: Settings, etc: str = "/etc") -> Status:
     fields: dict[str, Any] = {
         "installed": True, "user": acct.name, "uid": acct.uid, "url": s.url,
         "config_dir": s.config_dir, "token_file": s.env_file, "image": s.image,
+        "config_file": s.config_file,
         "ports": tuple(p.spec() for p in sp.ports),
         # logind's Linger is this file (read at boot and by loginctl): no bus round trip
         "linger": files.lstat(f"{os.path.dirname(etc)}/var/lib/systemd/linger/{acct.name}")
@@ -120,6 +128,10 @@ def collect(s: Settings, etc: str = "/etc") -> Status:
         from . import journal
 
         fields["journal"] = journal.tail(acct.uid, 10)
+    elif fields.get("unit_active") == "deactivating":
+        from . import journal
+
+        fields["draining"] = journal.draining(acct.uid) or ""
     return Status(**fields)
 
 
@@ -154,6 +166,9 @@ def format_text(st: Status) -> str:
         lines.append(f"  pending:   {st.pending}, not applied yet: sudo theiaosctl restart")
     if st.problem:
         lines.append(f"  problem:   {st.problem}")
+    if st.exit_status == container.CONFIG_REFUSED and st.unit_active == "failed":
+        lines.append(f"  fix:       correct {st.config_file} as its last lines say (restarting "
+                     "changes nothing), then: sudo theiaosctl restart")
     if st.journal:
         lines += ["  last lines:", *(f"    {ln}" for ln in st.journal.splitlines())]
     return "\n".join(lines)

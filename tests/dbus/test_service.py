@@ -233,6 +233,21 @@ def test_a_stop_that_outlasts_its_bound_says_the_gateway_is_still_draining(
     st = service.stop(ACCT, 0.5)
     assert st is not None and (st.active, st.sub) == ("deactivating", "stop")
     assert 0.5 <= time.monotonic() - began < 3
+    # told, once it has stopped for DRAIN_NOTE_AFTER, that the gateway finishes first
+    heard: list[str] = []
+    st = service.stop(ACCT, 2.5, say=heard.append)
+    assert st is not None and st.active == "deactivating"
+    assert len(heard) == 1 and heard[0].startswith("theiaos.service is stopping: the gateway "
+                                                   "finishes"), heard
+
+
+def test_an_idle_stop_says_nothing(user_bus: dbus.Interface, unit: dbus.Interface) -> None:
+    _set_unit(unit, ActiveState="active", SubState="running")
+    heard: list[str] = []
+    began = time.monotonic()
+    st = service.stop(ACCT, 30, say=heard.append)
+    assert st is not None and st.active == "inactive" and heard == []
+    assert time.monotonic() - began < service.DRAIN_NOTE_AFTER
 
 
 def test_status_collects_from_the_buses(user_bus: dbus.Interface, unit: dbus.Interface,
@@ -256,3 +271,21 @@ def test_status_collects_from_the_buses(user_bus: dbus.Interface, unit: dbus.Int
     assert '"exit_code": 0' in status.format_json(st)
     missing = status.collect(s, etc=str(tmp_path))  # no passwd there: not installed
     assert missing.exit_code == status.EXIT_UNKNOWN
+
+
+def test_status_names_a_configuration_the_gateway_refused(user_bus: dbus.Interface,
+                                                          unit: dbus.Interface,
+                                                          tmp_path: Path) -> None:
+    """Exit 78 (the gateway's word for a configuration it refuses): the unit is not
+    restarted (RestartPreventExitStatus=), and status says why and what fixes it."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "passwd").write_text(f"theiaos:x:{UID}:{UID}::/home/theiaos:/usr/sbin/nologin\n")
+    unit.AddProperty("org.freedesktop.systemd1.Service", "ExecMainStatus", dbus.Int32(78))
+    _set_unit(unit, ActiveState="failed", SubState="failed")
+    st = status.collect(_settings(1), etc=str(etc))  # nothing answers on port 1
+    assert st.verdict == "failed: the gateway refused its configuration (exit 78)"
+    text = status.format_text(st)
+    assert "  fix:       correct /home/theiaos/.theiaos/theiaos.json as its last lines say" in text
+    unit.UpdateProperties("org.freedesktop.systemd1.Service", {"ExecMainStatus": dbus.Int32(1)})
+    assert status.collect(_settings(1), etc=str(etc)).verdict == "failed"

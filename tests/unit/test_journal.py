@@ -95,3 +95,30 @@ def test_several_lines_and_bytes_that_are_not_utf8() -> None:
 def test_lines_that_are_not_records_are_skipped() -> None:
     text = FIXTURE.read_text().splitlines()[0]
     assert journal.parse(f"not json\n[1, 2]\n{text}\n\n") == [json.loads(text)]
+
+
+def _gateway(message: str) -> dict[str, object]:
+    return {"MESSAGE": message, "CONTAINER_ID": "47f1520e0925", "SYSLOG_IDENTIFIER": "theiaos"}
+
+
+#: The public gateway's lines on SIGTERM with a turn in flight, as the lab's journal had them.
+BUSY = [
+    _gateway("2026-12-07T23:49:31.640+00:00 [admission] closed: stop (SIGTERM)"),
+    _gateway("2026-12-07T23:49:31.664+00:00 [gateway] draining active work before stop with "
+             "timeout 315000ms: queueSize=2 embeddedRuns=1 sessionAdmissions=1 rootRequests=1"),
+    {"MESSAGE": "Stopping theiaos.service - TheiaOS gateway (rootless Podman)...",
+     "SYSLOG_IDENTIFIER": "systemd"},
+]
+
+
+def test_a_draining_gateway_says_what_it_finishes() -> None:
+    assert journal.drain_note(BUSY) == "1 agent run, 2 queued tasks, 1 open request (at most 315 s)"
+
+
+def test_a_drain_that_settled_or_never_began_says_nothing() -> None:
+    settled = [*BUSY, _gateway("2026-12-07T23:49:58.331+00:00 [gateway] active-work drain "
+                               "settled; beginning server close")]
+    assert journal.drain_note(settled) is None
+    assert journal.drain_note(BUSY[:1]) is None
+    # the line must be the gateway's own, not one a unit's command printed
+    assert journal.drain_note([{"MESSAGE": BUSY[1]["MESSAGE"]}]) is None
