@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 # Verbs import what they use when they run: `theiaosctl status` must start fast
 # (bench/), so it loads neither jinja2 nor the setup steps nor doctor.
 
-READ_ONLY = {"status", "url", "doctor", "image list"}
+READ_ONLY = {"status", "url", "doctor", "image list", "dashboard"}
 #: Verbs the service account may run on itself (the product doc's launch script).
 SELF = {"launch"}
 
@@ -226,6 +226,17 @@ def cmd_url(s: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard(s: Settings, args: argparse.Namespace) -> int:
+    from . import dashboard
+
+    link = dashboard.sign_in_link(s, _account(s))
+    print("Open this link in a browser on this host within ten minutes: it signs that "
+          "browser in to the dashboard, once. It is a credential: do not share it.",
+          file=sys.stderr, flush=True)
+    print(link)
+    return 0
+
+
 def _logs_args(v: argparse.ArgumentParser) -> None:
     v.add_argument("-n", "--lines", type=_positive, help="show this many lines (default 100)")
     v.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
@@ -306,6 +317,8 @@ VERBS: tuple[Verb, ...] = (
          "settings back, run setup and wait until the gateway answers", _restore_args),
     Verb("doctor", cmd_doctor, "check the host and the install, with the fix for each problem"),
     Verb("url", cmd_url, "print the dashboard URL"),
+    Verb("dashboard", cmd_dashboard, "print a single-use sign-in link to the dashboard for a "
+         "browser on this host (the gateway's own handoff; no token in it)"),
 )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[2] / "theiaos_pkg"
 LAYERS = {
     "face": {"cli", "hooks", "__main__"},
-    "flows": {"configure", "images", "backup", "tokens", "status", "doctor"},
+    "flows": {"configure", "images", "backup", "tokens", "status", "doctor", "dashboard"},
     "runtime": {"runtime", "service", "manual"},
     "domain": {"settings", "container", "quadlet", "gateway", "subids", "account", "envfile",
                "logindefs", "podman", "podstore", "health", "journal", "state", "data"},
