@@ -21,7 +21,7 @@ APT_DEPS := python3 python3-venv python3-pystemd python3-jinja2 python3-dotenv \
 	python3-dbusmock python3-pytest python3-stdeb python3-all python3-setuptools \
 	dh-python debhelper fakeroot build-essential lintian shellcheck dbus \
 	systemd-container mmdebstrap rpm rpmlint createrepo-c curl piuparts dpkg-dev \
-	apt-utils gnupg openssh-client
+	apt-utils gnupg openssh-client iproute2 chromium chromium-driver python3-selenium
 PIP_DEPS := ruff==0.8.6 mypy==1.13.0
 
 RPM := dist/theiaos-podman-$(VERSION)-1.noarch.rpm

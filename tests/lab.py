@@ -606,6 +606,25 @@ class Lab:
         self._start()
         return took
 
+    def power_cut(self) -> None:
+        """Every process of the lab killed at once (its cgroup's cgroup.kill), as a power
+        cut leaves a host, then the same root booted again."""
+        with self._stop_lock:
+            proc = self._nspawn
+            if proc is None:
+                raise LabError("the lab is not booted")
+            (self.cgroup / "cgroup.kill").write_text("1")
+            try:
+                proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self._kill(proc)
+            self._nspawn = None
+            self._init_pid = None
+            left = _remove_cgroup(self.cgroup)  # nspawn's empty payload/supervisor cgroups
+            if left:
+                raise LabError(f"lab {self.machine}: cgroup not removed after the power cut: {'; '.join(left)}")
+        self._start()
+
     def _power_off(self, proc: subprocess.Popen[bytes]) -> None:
         if proc.poll() is not None:
             return
@@ -627,6 +646,12 @@ class Lab:
         proc.wait(timeout=STOP_TIMEOUT)
 
     # ---- driving it
+
+    def command(self, *argv: str, env: Mapping[str, str] | None = None) -> list[str]:
+        """The host command line that runs argv as root inside the lab with a clean
+        environment plus ``env``, for a caller that runs it itself (a terminal)."""
+        full_env = {"PATH": CONTAINER_PATH, "LANG": "C.UTF-8", "HOME": "/root", **(env or {})}
+        return [*self._nsenter(), "env", "-i", *(f"{k}={v}" for k, v in full_env.items()), *argv]
 
     def _nsenter(self) -> list[str]:
         """Enter the lab from its own cgroup (the host's /bin/sh joins it, then execs
@@ -768,6 +793,21 @@ class Lab:
             if time.monotonic() > deadline:
                 raise LabError(f"lab {self.machine}: {path} did not appear within {timeout:.0f} s")
             time.sleep(0.2)
+
+
+def host_address() -> str:
+    """The build machine's address that a lab's rootless containers reach as
+    ``host.containers.internal``: the address of the interface of the default route,
+    which pasta (Podman 5) copies into the container and maps 169.254.1.2 back to. A
+    server the containers must reach listens there (loopback is not reachable)."""
+    routes = _run_host(["ip", "-4", "-o", "route", "show", "default"], timeout=10).stdout.split()
+    if "dev" not in routes:
+        raise LabError("no default route on the build machine: no host address for the lab's containers")
+    dev = routes[routes.index("dev") + 1]
+    addrs = _run_host(["ip", "-4", "-o", "addr", "show", "dev", dev], timeout=10).stdout.split()
+    if "inet" not in addrs:
+        raise LabError(f"no IPv4 address on {dev}")
+    return addrs[addrs.index("inet") + 1].split("/")[0]
 
 
 def _children(pid: int) -> list[int]:

@@ -326,16 +326,24 @@ def _text(content: Any) -> str:
 GATEWAY_CONTEXT = "<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>"
 
 
+#: Paragraphs the gateway wraps around what the person typed: its runtime details and
+#: the conversation's metadata (a fenced JSON block after a "Conversation info" line).
+_FENCED = re.compile(r"```.*?```", re.S)
+_WRAPPING = ("Runtime:", "Conversation info", "\u27e6openclaw:ctx\u27e7")
+
+
 def _last_user_text(messages: list[Any]) -> str:
     """What the person said last: the last user message that is not the gateway's own
-    context, its first paragraph (the gateway appends runtime details after a blank
-    line), whitespace collapsed."""
+    context, without the paragraphs the gateway wraps around it (fenced metadata, its
+    runtime details), whitespace collapsed."""
     for message in reversed(messages):
         if isinstance(message, dict) and message.get("role") == "user":
             text = _text(message.get("content")).strip()
             if text.startswith(GATEWAY_CONTEXT):
                 continue
-            return " ".join(text.split("\n\n", 1)[0].split())
+            kept = [para for para in _FENCED.sub("", text).split("\n\n")
+                    if para.strip() and not any(w in para for w in _WRAPPING)]
+            return " ".join(" ".join(kept).split())
     return ""
 
 

@@ -226,6 +226,13 @@ def cmd_url(s: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_devices(s: Settings, args: argparse.Namespace) -> int:
+    from . import dashboard
+
+    print(dashboard.devices(s, _account(s), args.action, args.request))
+    return 0
+
+
 def cmd_dashboard(s: Settings, args: argparse.Namespace) -> int:
     from . import dashboard
 
@@ -283,6 +290,12 @@ def _restore_args(v: argparse.ArgumentParser) -> None:
     v.add_argument("file", metavar="FILE", help="the archive, or - for standard input")
 
 
+def _devices_args(v: argparse.ArgumentParser) -> None:
+    v.add_argument("action", nargs="?", choices=["list", "approve"], default="list")
+    v.add_argument("request", nargs="?", metavar="REQUEST_ID",
+                   help="approve: the pairing request id the dashboard shows")
+
+
 class Verb(NamedTuple):
     name: str
     func: Callable[[Settings, Any], int]
@@ -319,6 +332,8 @@ VERBS: tuple[Verb, ...] = (
     Verb("url", cmd_url, "print the dashboard URL"),
     Verb("dashboard", cmd_dashboard, "print a single-use sign-in link to the dashboard for a "
          "browser on this host (the gateway's own handoff; no token in it)"),
+    Verb("devices", cmd_devices, "list the browsers waiting to be paired with the gateway, "
+         "or approve one by the request id the dashboard shows", _devices_args),
 )
 
 

@@ -168,6 +168,12 @@ def token_secret() -> str:
     return f"{SECRET},type=env,target={TOKEN_KEY}"
 
 
+def onboard_exec_argv(sp: Spec) -> list[str]:
+    """The onboarding wizard inside the running gateway's container (``podman exec``):
+    it edits the config the gateway reloads by itself, so the gateway keeps running."""
+    return ["podman", "exec", "-it", "--env", "BROWSER=echo", sp.name, *ONBOARD]
+
+
 def run_argv(sp: Spec, uid: int, gid: int, *, secret: bool, onboard: bool = False,
              hard: Hardening | None = None) -> list[str]:
     """``podman run`` for manual mode: the gateway detached, or the onboarding wizard.

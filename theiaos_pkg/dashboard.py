@@ -13,8 +13,9 @@ host's address (pure, tested), and nothing else of what the container printed.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .account import Account
 from .errors import TheiaosError
@@ -67,7 +68,12 @@ def host_link(output: str, s: Settings) -> str:
                            "sudo theiaosctl logs -n 50")
     host = s.local_host
     netloc = f"[{host}]:{s.gateway_port}" if ":" in host else f"{host}:{s.gateway_port}"
-    return urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, parts.fragment))
+    # The fragment names the WebSocket the page connects to (gatewayUrl): the same place.
+    fragment = parse_qsl(parts.fragment, keep_blank_values=True)
+    ws = "wss" if parts.scheme == "https" else "ws"
+    fragment = [(k, f"{ws}://{netloc}" if k == "gatewayUrl" else v) for k, v in fragment]
+    return urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query,
+                       urlencode(fragment, safe="")))
 
 
 def _json(output: str) -> dict[str, Any]:
@@ -83,3 +89,36 @@ def _json(output: str) -> dict[str, Any]:
         raise TheiaosError("the gateway's answer to `dashboard --json` is not JSON",
                            "sudo theiaosctl logs -n 50")
     return answer
+
+
+#: The gateway's own pairing commands (openclaw devices), run where it runs.
+DEVICES = ("node", "dist/index.js", "devices")
+#: A pairing request id as the dashboard shows it ("Approve this browser").
+REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+
+
+def devices_argv(action: str, request_id: str | None = None) -> list[str]:
+    """The gateway's ``devices list`` or ``devices approve ID`` (the id checked first:
+    it comes from whoever types it, and goes on to the container's command line)."""
+    if action == "list":
+        return [*DEVICES, "list"]
+    if request_id is None or not REQUEST_ID.fullmatch(request_id):
+        raise TheiaosError(f"not a pairing request id: {printable(request_id or '')[:140]!r}",
+                           "sudo theiaosctl devices list (or the id the dashboard shows)")
+    return [*DEVICES, "approve", request_id]
+
+
+def devices(s: Settings, acct: Account, action: str, request_id: str | None = None) -> str:
+    """What the running gateway says to ``devices list`` or ``devices approve ID``:
+    the browsers waiting to be paired, or the approval. A browser on this host reaches
+    the gateway as a non-loopback peer; where the gateway does not pair it by itself,
+    the dashboard shows the request id to approve."""
+    proc = run(["podman", "exec", s.container_name, *devices_argv(action, request_id)],
+               as_user=acct.identity(), check=False, timeout=HANDOFF_TIMEOUT)
+    said = "\n".join(printable(line) for line in
+                     (proc.stdout + proc.stderr)[:MAX_OUTPUT].rstrip().splitlines())
+    if proc.returncode != 0:
+        raise TheiaosError(f"the gateway's devices {action} failed: "
+                           f"{said.splitlines()[-1] if said else 'no output'}",
+                           "sudo theiaosctl devices list; sudo theiaosctl status")
+    return said

@@ -74,14 +74,16 @@ def logs(s: Settings, acct: Account, lines: int | None, follow: bool, since: str
     return stream([*argv, s.container_name], as_user=acct.identity())
 
 
-def onboard(s: Settings, acct: Account, features: podman.Features) -> int:
-    """The interactive onboarding wizard (same image and mounts, no ports published),
-    on a terminal of its own (run.interactive), never root's."""
+def onboard(s: Settings, acct: Account, features: podman.Features | None) -> int:
+    """The interactive onboarding wizard on a terminal of its own (run.interactive),
+    never root's: inside the gateway's running container (``features`` None: the
+    gateway, service or manual, keeps running and reloads what the wizard writes), or
+    in a container of its own (same image and mounts, no ports published)."""
     before = gateway.config_token(s, acct.uid)
-    code = interactive(container.run_argv(container.spec(s), acct.uid, acct.gid,
-                                          secret=features.secret, onboard=True,
-                                          hard=container.hardening(s, features)),
-                       as_user=acct.identity())
+    argv = container.onboard_exec_argv(container.spec(s)) if features is None else \
+        container.run_argv(container.spec(s), acct.uid, acct.gid, secret=features.secret,
+                           onboard=True, hard=container.hardening(s, features))
+    code = interactive(argv, as_user=acct.identity())
     after = gateway.config_token(s, acct.uid)
     if after and after != before and after != gateway.read_token(s, acct.uid):
         print(f"warning: the wizard wrote gateway.auth.token into {s.config_file}, which "

@@ -353,6 +353,10 @@ class Manual(_Mode):
         self._launch(report, "restarted")
 
     def onboard(self) -> int:
+        """The wizard beside a running gateway (service or manual: the same container
+        name), else in a container of its own."""
+        if manual.running(self.s, self.acct):
+            return manual.onboard(self.s, self.acct, None)
         return manual.onboard(self.s, self.acct, self._features())
 
     def stop(self, report: Report = _quiet) -> tuple[bool, str]:

@@ -10,7 +10,9 @@ import pytest
 from theiaos_pkg import dashboard, settings
 from theiaos_pkg.errors import TheiaosError
 
-LINK = "http://127.0.0.1:18789/#bootstrapToken=AbC_123-xyz&bootstrapProfile=owner"
+#: As openclaw 2026.9.6 prints it in the container (its config's port, 18789).
+LINK = ("http://127.0.0.1:18789/#bootstrapToken=AbC_123-xyz&bootstrapProfile=owner"
+        "&gatewayUrl=ws%3A%2F%2F127.0.0.1%3A18789")
 
 
 def _out(**fields: object) -> str:
@@ -25,7 +27,8 @@ def _settings(**env: str) -> settings.Settings:
 def test_the_link_names_the_hosts_published_port() -> None:
     s = _settings(THEIAOS_PODMAN_GATEWAY_HOST_PORT="28789")
     assert dashboard.host_link(_out(), s) == \
-        "http://127.0.0.1:28789/#bootstrapToken=AbC_123-xyz&bootstrapProfile=owner"
+        "http://127.0.0.1:28789/#bootstrapToken=AbC_123-xyz&bootstrapProfile=owner" \
+        "&gatewayUrl=ws%3A%2F%2F127.0.0.1%3A28789"
 
 
 @pytest.mark.parametrize(("address", "host"), [("::1", "[::1]"), ("0.0.0.0", "127.0.0.1"),
@@ -36,7 +39,12 @@ def test_the_link_names_the_published_address(address: str, host: str) -> None:
 
 
 def test_noise_around_the_json_is_ignored() -> None:
-    assert dashboard.host_link("[plugins] loaded\n" + _out(), _settings()).endswith("owner")
+    assert "bootstrapProfile=owner" in dashboard.host_link("[plugins] loaded\n" + _out(), _settings())
+
+
+def test_the_pages_websocket_follows_the_link() -> None:
+    s = _settings(THEIAOS_PODMAN_PUBLISH_ADDRESS="::1", THEIAOS_PODMAN_GATEWAY_HOST_PORT="28789")
+    assert dashboard.host_link(_out(), s).endswith("&gatewayUrl=ws%3A%2F%2F%5B%3A%3A1%5D%3A28789")
 
 
 @pytest.mark.parametrize(("output", "says"), [
@@ -54,3 +62,12 @@ def test_noise_around_the_json_is_ignored() -> None:
 def test_what_the_container_prints_is_checked(output: str, says: str) -> None:
     with pytest.raises(TheiaosError, match=says):
         dashboard.host_link(output, _settings())
+
+
+def test_a_pairing_request_id_is_checked_before_it_reaches_the_container() -> None:
+    assert dashboard.devices_argv("approve", "f3b1c2d4-5e6f-4a7b-8c9d-0e1f2a3b4c5d") == \
+        ["node", "dist/index.js", "devices", "approve", "f3b1c2d4-5e6f-4a7b-8c9d-0e1f2a3b4c5d"]
+    assert dashboard.devices_argv("list") == ["node", "dist/index.js", "devices", "list"]
+    for bad in (None, "", "--latest", "x; rm -rf /", "a" * 200, "id\x1b[2J"):
+        with pytest.raises(TheiaosError, match="not a pairing request id"):
+            dashboard.devices_argv("approve", bad)

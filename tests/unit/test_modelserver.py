@@ -296,3 +296,13 @@ def test_the_answer_quotes_the_person_not_the_gateways_context(server: ModelServ
     assert response.status == 200 and time.monotonic() - began >= 0.2
     assert json.loads(data)["choices"][0]["message"]["content"] == \
         "theiaos-test answer: [Mon 2026-12-07 23:48 UTC] hello [delay=0.2] marker-q"
+
+
+def test_the_dashboards_wrapping_is_not_quoted(server: ModelServer) -> None:
+    """As the gateway sends a dashboard turn: its conversation metadata first (a fenced
+    JSON block with a context marker), then the person's words, then runtime details."""
+    text = ("[Tue 2026-12-08 00:30 UTC] Conversation info: \u27e6openclaw:ctx\u27e7\n```json\n"
+            "{\"channel\": \"webchat\",\n\n \"x\": 1}\n```\n\nhello from a browser m-1\n\n"
+            "Runtime: agent=main | channel=webchat")
+    assert _chat(server, text)["choices"][0]["message"]["content"] == \
+        "theiaos-test answer: hello from a browser m-1"
