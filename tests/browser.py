@@ -87,8 +87,8 @@ TERMINAL_FAILURES = frozenset(
 # The login screen's failures that a (different) gateway secret answers.
 ASKS_FOR_SECRET = frozenset({"auth-required", "auth-failed"})
 
-# One pass over the page, shadow roots included: what a person would see, as data.
-_PROBE_JS = r"""
+# Every open shadow root of the page, and the helpers both scripts below look with.
+_ROOTS_JS = r"""
 const roots = [];
 (function walk(root) {
   roots.push(root);
@@ -99,6 +99,10 @@ const shown = (el) => !!el && el.isConnected && (el.checkVisibility
   ? el.checkVisibility({ contentVisibilityAuto: true, visibilityProperty: true })
   : el.getClientRects().length > 0);
 const squash = (s) => (s || '').replace(/\s+/g, ' ').trim();
+"""
+
+# One pass over the page, shadow roots included: what a person would see, as data.
+_PROBE_JS = _ROOTS_JS + r"""
 const words = (el) => squash(el.innerText || el.textContent);
 // Text a person reads in `root`: rendered text only (no closed tooltips or menus), and no
 // live-region announcements or aria-hidden decoration (screen-reader copies of the same text).
@@ -165,16 +169,7 @@ return {
 # The element a person would type into or click, found the same way as in the probe.
 _FIND_JS = r"""
 const [what, text] = arguments;
-const roots = [];
-(function walk(root) {
-  roots.push(root);
-  for (const el of root.querySelectorAll('*')) if (el.shadowRoot) walk(el.shadowRoot);
-})(document);
-const all = (sel) => roots.flatMap((r) => [...r.querySelectorAll(sel)]);
-const shown = (el) => !!el && el.isConnected && (el.checkVisibility
-  ? el.checkVisibility({ contentVisibilityAuto: true, visibilityProperty: true })
-  : el.getClientRects().length > 0);
-const squash = (s) => (s || '').replace(/\s+/g, ' ').trim();
+""" + _ROOTS_JS + r"""
 if (what === 'label') {
   for (const label of all('label')) {
     if (squash(label.textContent) === text && label.control && shown(label.control)) return label.control;

@@ -148,16 +148,13 @@ def rollback(s: Settings, acct: Account, report: Report) -> int:
     return 0
 
 
-#: A restart first stops the container that runs: `podman stop -t 10`, then SIGKILL.
-STOP_MARGIN = 15
-
-
 def _bound(s: Settings) -> float:
     """How long an image change's restart may take before the verb gives up: the old
-    container's stop, then the new one's start until it answers or its unit gives up."""
-    from .container import START_ROOM
+    container's stop (the turns it finishes first, within its stop timeout), then the
+    new one's start until it answers or its unit gives up."""
+    from .container import START_ROOM, stop_bound
 
-    return s.start_timeout + START_ROOM + STOP_MARGIN
+    return stop_bound(s.stop_timeout) + s.start_timeout + START_ROOM
 
 
 def restart(s: Settings, acct: Account, report: Report, timeout: float) -> None:
