@@ -21,6 +21,13 @@ absolute times are for information (the machines are noisy).
       image present) until it returns     start floor
       ("Setup complete": it answers)
 
+  P3r theiaosctl restart of the real        the same real image run bare: podman stop,
+      gateway (npm openclaw), as the user     then podman run with the same health and
+      waits (REAL_ROUNDS times)               hardening flags, then wait healthy
+  P6  one chat turn through the package's     the same turn to the same image run bare
+      gateway (/v1/chat/completions, the      (the same state dir, its provider the same
+      tests' model server on the host)        model server)
+
 The floor includes the health check because the unit's start does: it is active only
 once the container's health check has passed (ExecStartPost), as `systemctl start`
 waits. Rows for information: start and restart until /healthz first answers (polled
@@ -38,11 +45,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.lab import Lab, build_test_image
+from tests.gateway_image import load_real_image
+from tests.lab import IMAGE_REF, Lab, build_test_image, host_address
+from tests.modelserver import ModelServer
+from tests.system.chat import configure_model
 
 DEB_IN_LAB = "/var/tmp/theiaos-podman.deb"
 EMPTY_IN_LAB = "/var/tmp/bench-empty.deb"
 FLOOR_PORT = 18797
+#: Rounds with the real gateway: each restart takes tens of seconds.
+REAL_ROUNDS = 3
 
 # Runs inside the lab as root: one JSON object of lists of seconds.
 TIMER = r"""
@@ -85,6 +97,19 @@ HEALTH = ["--health-cmd", HC, "--health-interval", "30s", "--health-timeout", "5
           "--health-retries", "3", "--health-start-period", "120s",
           "--health-on-failure", "kill", "--health-startup-cmd", HC,
           "--health-startup-interval", "1s", "--health-startup-timeout", "5s"]
+# What the unit adds for the real gateway (it refuses a cache it does not own, and the
+# image's /home/node is not the account's uid's): the floor runs under the same flags.
+HARDENED = ["--cap-drop=all", "--security-opt=no-new-privileges", "--read-only",
+            "--tmpfs", "/home/node/.cache:rw,nosuid,nodev,size=512m,mode=0700,U"]
+def chat(port, token):
+    body = json.dumps({"model": "openclaw", "messages": [{"role": "user", "content": "bench"}]})
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", body.encode(),
+                                 {"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    t = time.perf_counter()
+    with urllib.request.urlopen(req, timeout=300) as r:
+        if r.status != 200 or b"theiaos-test answer" not in r.read():
+            sys.exit(f"chat on {port}: {r.status}")
+    return time.perf_counter() - t
 def floor_argv(port, extra=()):
     argv = [a.replace("PORT1", str(port + 1)).replace("PORT", str(port)) for a in FLOOR]
     at = argv.index("--pull=never")
@@ -94,6 +119,11 @@ def floor_run(port):  # a bare podman run, polled until /healthz answers
     t = time.perf_counter(); sh(floor_argv(port)); return until_up(port, t)
 def floor_healthy(port):  # as the user waits: podman run, then podman wait healthy
     t = time.perf_counter(); sh(floor_argv(port, HEALTH))
+    sh(AS + ["podman", "wait", "--condition=healthy", "--interval=10ms", "bench-floor"])
+    return time.perf_counter() - t
+def floor_healthy_real(port, token):
+    t = time.perf_counter()
+    sh(floor_argv(port, HEALTH + HARDENED + ["--env", f"THEIAOS_GATEWAY_TOKEN={token}"]))
     sh(AS + ["podman", "wait", "--condition=healthy", "--interval=10ms", "bench-floor"])
     return time.perf_counter() - t
 def floor_stop():
@@ -159,6 +189,25 @@ if which == "start":
         floor_stop()
         sh(["theiaosctl", "start"])
         settled()
+if which == "real":
+    port = int(sys.argv[3])
+    token = open(f"{u.pw_dir}/.theiaos/.env").read().split("THEIAOS_GATEWAY_TOKEN=")[1].split()[0]
+    settled()
+    chat(18789, token)  # the first turn of a session warms the agent up: not measured
+    for _ in range(rounds):
+        up, done = answered(["theiaosctl", "restart"], 18789, restart=True, limit=600)
+        add("real restart returns", done)
+        settled()
+        add("real chat", chat(18789, token))
+        sh(["theiaosctl", "stop"])
+        floor_healthy_real(port, token)
+        chat(port, token)  # warm, as the package's was
+        t = time.perf_counter(); floor_stop()
+        add("real floor restart healthy", time.perf_counter() - t + floor_healthy_real(port, token))
+        add("real floor chat", chat(port, token))
+        floor_stop()
+        sh(["theiaosctl", "start"])
+        settled()
 if which == "install":
     for _ in range(rounds):
         sh(["apt-get", "-y", "remove", "theiaos-podman"])
@@ -203,6 +252,18 @@ def _p4() -> list[float]:
     return times
 
 
+def _real(lab: Lab) -> dict[str, list[float]]:
+    """P3r and P6: the real gateway in the same lab, its provider the tests' model server."""
+    load_real_image(lab, "theiaos", IMAGE_REF, say=lambda line: print(line, file=sys.stderr))
+    with ModelServer(host=host_address()) as model:
+        configure_model(lab, "/home/theiaos/.theiaos/theiaos.json", model)
+        lab.run("theiaosctl", "restart", timeout=900)
+        out = lab.run("python3", "-c", TIMER, str(REAL_ROUNDS), "real", str(FLOOR_PORT),
+                      timeout=3600).stdout
+    got: dict[str, list[float]] = json.loads(out)
+    return got
+
+
 def main(argv: list[str]) -> int:
     if not argv or not Path(argv[0]).is_file():
         print(__doc__, file=sys.stderr)
@@ -223,6 +284,7 @@ def main(argv: list[str]) -> int:
             out = lab.run("python3", "-c", TIMER, str(n), which, *extra, timeout=3600,
                           env={"DEBIAN_FRONTEND": "noninteractive"}).stdout
             got.update(json.loads(out))
+        got.update(_real(lab))
     got["p4"] = _p4()
     med = {k: statistics.median(v) for k, v in got.items()}
     rows = [
@@ -236,6 +298,10 @@ def main(argv: list[str]) -> int:
         ("(i)", "start until it answers", med["start"], "podman run", med["floor start"], None),
         ("(i)", "restart until it answers", med["restart"], "podman stop + run",
          med["floor restart"], None),
+        ("P3r", "restart real gateway, waited", med["real restart returns"],
+         "podman stop + run + wait healthy", med["real floor restart healthy"], 1.5),
+        ("P6", "chat turn through the package", med["real chat"], "the same turn, image bare",
+         med["real floor chat"], 1.1),
         ("P4", "subid plan, 60,000 owners", med["p4"], "(absolute) 0.2 s", None, 0.2),
         ("P5", "apt install until it returns", med["install"],
          "apt install empty + P3 floor", med["apt install empty"] + med["floor start healthy"],
@@ -254,7 +320,8 @@ def main(argv: list[str]) -> int:
               + (f"{floor * 1000:7.0f}ms" if floor else f"{'':9}")
               + f"  {ratio:6.2f} " + (f"{goal:5.1f}  {'pass' if ok else 'FAIL'}" if goal
                                       else f"{'':5}  info"))
-    print(f"({rounds} rounds, P5 {max(3, rounds // 3)}; medians; (i): for information)")
+    print(f"({rounds} rounds, P5 {max(3, rounds // 3)}, P3r and P6 {REAL_ROUNDS}; medians; "
+          "(i): for information)")
     return 1 if failed else 0
 
 
