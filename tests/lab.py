@@ -417,6 +417,8 @@ class Lab:
         # with nsenter (outside the container's cgroup namespace, as from its parent).
         self.cgroup = UNIFIED / self.machine
         self._sigterm_installed = False
+        #: How long the last stop's power-off took (SIGTERM to nspawn's exit), in seconds.
+        self.last_poweroff = 0.0
 
     # ---- lifecycle
 
@@ -576,7 +578,9 @@ class Lab:
         with self._stop_lock:
             proc = self._nspawn
             if proc is not None:
+                t0 = time.monotonic()
                 self._power_off(proc)
+                self.last_poweroff = time.monotonic() - t0  # the guest's shutdown alone
                 self._nspawn = None
                 self._init_pid = None
             for left in _remove_cgroup(self.cgroup):
