@@ -135,15 +135,27 @@ def drain_note(records: list[dict[str, object]]) -> str | None:
     return None
 
 
+def _recent(uid: int, count: int = 100) -> list[dict[str, object]] | str:
+    """The unit's last ``count`` records, or what journalctl said when it failed."""
+    proc = run(argv(uid, count, output="json"), check=False)
+    if proc.returncode != 0:
+        return f"(journalctl failed: {printable((proc.stderr or '').strip())})"
+    return parse(proc.stdout)
+
+
 def gateway_said(uid: int, lines: int = 3) -> str:
-    """The gateway's own last lines (the reason it gives for exiting), printable, joined."""
-    proc = run(argv(uid, 100, output="json"), check=False)
-    said = [printable(_text(r.get("MESSAGE")).strip()) for r in parse(proc.stdout)
-            if from_container(r) and _text(r.get("MESSAGE")).strip()] if proc.returncode == 0 else []
+    """The gateway's own last lines (the reason it gives for exiting), printable, joined;
+    journalctl's own error where it could not be read."""
+    records = _recent(uid)
+    if isinstance(records, str):
+        return records
+    said = [printable(_text(r.get("MESSAGE")).strip()) for r in records
+            if from_container(r) and _text(r.get("MESSAGE")).strip()]
     return " / ".join(said[-lines:])
 
 
 def draining(uid: int) -> str | None:
-    """drain_note of the unit's last lines (a bounded read)."""
-    proc = run(argv(uid, 100, output="json"), check=False)
-    return drain_note(parse(proc.stdout)) if proc.returncode == 0 else None
+    """drain_note of the unit's last lines (a bounded read); None where journalctl fails
+    (the caller then says only that the gateway finishes its work)."""
+    records = _recent(uid)
+    return None if isinstance(records, str) else drain_note(records)
